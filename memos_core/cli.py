@@ -1,0 +1,204 @@
+"""The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``.
+
+The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
+(default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
+or 1 (a runtime failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import MemosError, RequestError
+from .memos import MemOS
+from .schema import MemoryHit, parse_time
+
+
+def _open(args: argparse.Namespace, **kwargs: Any) -> MemOS:
+    return MemOS(args.path, **kwargs)
+
+
+def _print_hits(hits: Sequence[MemoryHit], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([h.model_dump(mode="json") for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        print("  (no memories found)")
+    for rank, hit in enumerate(hits, start=1):
+        d = hit.score_details
+        when = hit.event_time.date().isoformat() if hit.event_time else "-"
+        print(f"  {rank}. score {hit.score:.3f}  [event {when}]  tags={hit.tags}")
+        for line in hit.memory.splitlines():
+            print(f"       {line}")
+        print(
+            f"       why: bm25 rank {int(d['bm25_rank']) or '-'} ({d['bm25']:.2f}), "
+            f"vector rank {int(d['vector_rank']) or '-'} (cos {d['vector']:.2f}), "
+            f"rrf {d['rrf']:.3f}, recency +{d['recency']:.3f}, usage +{d['usage']:.3f}"
+        )
+        refs = ", ".join(s.message_id or "?" for s in hit.sources)
+        print(f"       from messages: {refs}")
+
+
+def _demo_messages(session: dict[str, Any]) -> list[dict[str, Any]]:
+    start = parse_time(session["chat_time"])
+    return [
+        {**m, "chat_time": (start + timedelta(minutes=i)).isoformat()}
+        for i, m in enumerate(session["messages"])
+    ]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    folder = Path(args.path) if args.path_given else Path(tempfile.mkdtemp(prefix="memos-demo-"))
+    if folder.exists() and any(folder.iterdir()):
+        print(f"error: {folder} is not empty; the demo needs a fresh folder", file=sys.stderr)
+        return 2
+    data = json.loads(resources.files("memos_core").joinpath("data/demo_conversation.json").read_text("utf-8"))
+    print(f"MemOS demo — data folder: {folder}")
+    print("Loading the packaged all-MiniLM-L6-v2 embedder...")
+    t0 = time.perf_counter()
+    with MemOS(folder) as mem:
+        mem.embedder.embed(["warm up"])
+        print(f"  ready in {time.perf_counter() - t0:.1f}s\n")
+        sessions = [(c, s) for c in data["conversations"] for s in c["sessions"]]
+        task_ids = []
+        latencies = []
+        for conv, session in tqdm(sessions, desc="Adding sessions", unit="session"):
+            t = time.perf_counter()
+            r = mem.add_message(
+                _demo_messages(session),
+                user_id=conv["user_id"],
+                conversation_id=conv["conversation_id"],
+                tags=conv["tags"],
+                info=conv["info"],
+            )
+            latencies.append((time.perf_counter() - t) * 1000)
+            task_ids.append(r.data.task_id)
+        print(f"\nFast stage: {len(sessions)} adds, median {sorted(latencies)[len(latencies) // 2]:.1f} ms each;")
+        print("the memories are searchable now. Fine-stage tasks (dates, keywords, dedup):")
+        for tid in task_ids[:2]:
+            print(f"  task {tid[:8]}… status={mem.get_task_status(tid).data[0].status.value}")
+        for tid in task_ids:
+            mem.scheduler.wait(tid)
+        print(f"  after waiting: {sum(mem.get_task_status(t).data[0].status.value == 'completed' for t in task_ids)}"
+              f"/{len(task_ids)} completed\n")  # fmt: skip
+
+        searches: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("alice", "Where does Alice live now?", None),
+            ("alice", "what is the user allergic to", {"scene": "chat"}),
+            ("alice", "When did Alice run the 10k race?", {"event_time": {"gte": "2024-03-01", "lt": "2024-03-10"}}),
+            ("xiaowang", "客户汇报需要准备什么", {"and": [{"tags": {"contains": "工作"}}, {"custom_status": "待准备"}]}),
+            ("xiaowang", "小王对什么过敏", None),
+        ]
+        for user, query, flt in searches:
+            print(f"search user={user!r} query={query!r}" + (f" filter={json.dumps(flt, ensure_ascii=False)}" if flt else ""))
+            hits = mem.search_memory(query, user_id=user, filter=flt, top_k=2).data.memory_detail_list
+            _print_hits(hits, as_json=False)
+            print()
+        stats = mem.stats()
+        print("stats:", json.dumps(stats["cubes"], ensure_ascii=False), "tasks:", stats["tasks"])
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    if args.file:
+        messages = json.loads(Path(args.file).read_text("utf-8"))
+    else:
+        messages = [{"role": args.role, "content": " ".join(args.text)}]
+    with _open(args) as mem:
+        r = mem.add_message(
+            messages,
+            user_id=args.user,
+            conversation_id=args.conversation,
+            tags=args.tag or None,
+            info=json.loads(args.info) if args.info else None,
+            async_mode=not args.wait,
+        )
+        print(json.dumps(r.data.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    flt = json.loads(args.filter) if args.filter else None
+    with _open(args, scheduler="off") as mem:
+        r = mem.search_memory(
+            " ".join(args.query), user_id=args.user, conversation_id=args.conversation, filter=flt, top_k=args.top_k
+        )
+        _print_hits(r.data.memory_detail_list, as_json=args.json)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stores.sqlite import SqliteStore
+
+    store = SqliteStore.from_path(args.path)
+    store.setup()
+    print(json.dumps(store.stats(), indent=2, ensure_ascii=False))
+    store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memos", description="MemOS: memory for AI agents")
+    parser.add_argument("--path", help="data folder (env MEMOS_PATH, default ./memos-data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("demo", help="ingest a sample conversation and show searches").set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("add", help="add a message (or a JSON file of messages)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--conversation")
+    p.add_argument("--role", default="user")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--info", help="JSON object")
+    p.add_argument("--file", help="JSON list of OpenAI-style messages")
+    p.add_argument("--wait", action="store_true", help="wait for the fine stage")
+    p.add_argument("text", nargs="*")
+    p.set_defaults(fn=cmd_add)
+
+    p = sub.add_parser("search", help="search a user's memories")
+    p.add_argument("--user", required=True)
+    p.add_argument("--conversation")
+    p.add_argument("--filter", help='JSON filter, e.g. \'{"tags": {"contains": "study"}}\'')
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("query", nargs="+")
+    p.set_defaults(fn=cmd_search)
+
+    sub.add_parser("stats", help="counts per cube, status and task state").set_defaults(fn=cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.path_given = args.path is not None or "MEMOS_PATH" in os.environ
+    args.path = args.path or os.environ.get("MEMOS_PATH", "./memos-data")
+    if args.command == "add" and not args.file and not args.text:
+        print("error: give the message text or --file", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args))
+    except json.JSONDecodeError as exc:
+        print(f"error: invalid JSON: {exc}", file=sys.stderr)
+        return 2
+    except RequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemosError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Protocols the engine is written against (layer 1): stores, embedders, task queues.
+
+A :class:`MemoryStore` is one abstract method, :meth:`MemoryStore.batch`, over typed
+operations; ``put``/``get``/``search_text``/... are one-line wrappers on the base class.
+A batch is applied atomically: either every write in it happens or none does. Optional
+features are capability flags on the class, so conformance tests can skip what a backend
+does not claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .filters import Node
+from .schema import MemoryItem, Task
+
+__all__ = [
+    "CompleteTask",
+    "DeleteItems",
+    "Embedder",
+    "EnqueueTask",
+    "GetItems",
+    "ListItems",
+    "MemoryStore",
+    "Op",
+    "PutItems",
+    "ScoredId",
+    "TaskQueue",
+    "TextSearch",
+    "TouchItems",
+    "VectorSearch",
+]
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class PutItems:
+    """Insert or replace items (matched by id). ``embeddings`` aligns with ``items``;
+    a ``None`` entry keeps the stored vector of an existing item."""
+
+    items: Sequence[MemoryItem]
+    embeddings: Sequence[np.ndarray | None] | None = None
+    #: Optimistic concurrency: per item, the version the stored row must still have
+    #: (``None`` = no check). A mismatch raises :class:`~memos_core.errors.ConflictError`.
+    if_versions: Sequence[int | None] | None = None
+
+
+@dataclass(frozen=True)
+class GetItems:
+    """Fetch items by id; the result lists an item or ``None`` per id, in order."""
+
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class DeleteItems:
+    """Delete items in ``cube_ids`` selected by ``ids`` and/or ``where`` (AND-ed).
+
+    Soft delete sets ``status="deleted"`` (the id still resolves); ``hard`` erases the rows.
+    The result is the number of items affected.
+    """
+
+    cube_ids: Sequence[str]
+    ids: Sequence[str] | None = None
+    where: Node | None = None
+    hard: bool = False
+
+
+@dataclass(frozen=True)
+class ListItems:
+    """Items in ``cube_ids`` matching ``where``, newest first; result ``(items, total)``."""
+
+    cube_ids: Sequence[str]
+    where: Node | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class TextSearch:
+    """BM25 over the item text; result: best-first ``ScoredId`` (higher is better)."""
+
+    cube_ids: Sequence[str]
+    query: str
+    where: Node | None = None
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class VectorSearch:
+    """Cosine similarity against stored vectors; result: best-first ``ScoredId``."""
+
+    cube_ids: Sequence[str]
+    vector: np.ndarray
+    where: Node | None = None
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class TouchItems:
+    """Record that items were read: ``access_count += 1``, ``last_accessed_at = at``."""
+
+    ids: Sequence[str]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class EnqueueTask:
+    """Create a durable task in the same transaction as the writes around it."""
+
+    task: Task
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompleteTask:
+    """Mark a task completed in the same transaction as the writes before it."""
+
+    task_id: str
+
+
+Op = (
+    PutItems | GetItems | DeleteItems | ListItems | TextSearch | VectorSearch | TouchItems
+    | EnqueueTask | CompleteTask
+)
+
+
+@dataclass(frozen=True, order=True)
+class ScoredId:
+    score: float
+    id: str = field(compare=False)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+class MemoryStore:
+    """Base class of storage backends. Subclasses implement :meth:`batch` (and may
+    override the wrappers for speed). Call :meth:`setup` once before use."""
+
+    #: The backend keeps a durable task table (implements :class:`TaskQueue`).
+    supports_tasks: bool = False
+    #: Several OS processes may use the same store at once.
+    supports_multiprocess: bool = False
+    #: ``batch`` applies all writes of one call atomically.
+    supports_transactions: bool = False
+
+    def setup(self) -> None:
+        """Create tables/collections. Idempotent."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def batch(self, ops: Sequence[Op]) -> list[Any]:
+        """Apply ``ops`` in order and return one result per op."""
+        raise NotImplementedError
+
+    # One-line conveniences over batch().
+    def put(self, items: Sequence[MemoryItem], embeddings: Sequence[np.ndarray | None] | None = None) -> None:
+        self.batch([PutItems(items, embeddings)])
+
+    def get(self, ids: Sequence[str]) -> list[MemoryItem | None]:
+        result: list[MemoryItem | None] = self.batch([GetItems(ids)])[0]
+        return result
+
+    def delete(
+        self,
+        cube_ids: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        where: Node | None = None,
+        hard: bool = False,
+    ) -> int:
+        count: int = self.batch([DeleteItems(cube_ids, ids, where, hard)])[0]
+        return count
+
+    def list(
+        self, cube_ids: Sequence[str], where: Node | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[MemoryItem], int]:
+        result: tuple[list[MemoryItem], int] = self.batch([ListItems(cube_ids, where, limit, offset)])[0]
+        return result
+
+    def search_text(
+        self, cube_ids: Sequence[str], query: str, where: Node | None = None, *, limit: int = 10
+    ) -> list[ScoredId]:
+        result: list[ScoredId] = self.batch([TextSearch(cube_ids, query, where, limit)])[0]
+        return result
+
+    def search_vector(
+        self, cube_ids: Sequence[str], vector: np.ndarray, where: Node | None = None, *, limit: int = 10
+    ) -> list[ScoredId]:
+        result: list[ScoredId] = self.batch([VectorSearch(cube_ids, vector, where, limit)])[0]
+        return result
+
+    def touch(self, ids: Sequence[str], at: datetime) -> None:
+        self.batch([TouchItems(ids, at)])
+
+    def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of ``ids`` (those that have one)."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class TaskQueue(Protocol):
+    """Durable tasks: enqueue, claim with a lease, finish. Claimed tasks whose lease ran out
+    (the worker died) are claimed again."""
+
+    def claim_task(self, worker: str, *, lease_seconds: float) -> tuple[Task, dict[str, Any]] | None: ...
+
+    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> None: ...
+
+    def fail_task(self, task_id: str, error: str, *, retry_in: float | None) -> None: ...
+
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    def pending_tasks(self) -> int: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors."""
+
+    @property
+    def model_id(self) -> str:
+        """A fingerprint of the model (name + dimension), stored on every item."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape ``(len(texts), dim)``, float32, L2-normalised rows."""
+        ...

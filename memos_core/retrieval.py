@@ -1,0 +1,145 @@
+"""Hybrid retrieval: BM25 and vector legs under one scope and filter, fused with reciprocal
+rank fusion, adjusted by recency and usage, then de-duplicated (MMR). Every hit explains its
+score in ``score_details``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from .filters import Node
+from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
+from .schema import MemoryHit, MemoryItem, utcnow
+
+__all__ = ["RetrievalConfig", "hybrid_search"]
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Knobs of :func:`hybrid_search`. Defaults are the measured ones (docs/BENCHMARKS.md).
+
+    Attributes:
+        candidates: results taken from each leg before fusion (at least ``top_k``).
+        rrf_k: the constant of reciprocal rank fusion, ``1 / (rrf_k + rank)``.
+        bm25_weight / vector_weight: weight of each leg in the fusion.
+        recency_weight: bonus for recent events, decaying with ``recency_half_life_days``.
+        usage_weight: bonus for often-read memories (log of the access count).
+        dedup_threshold: a hit whose cosine to a better hit reaches this is dropped.
+        mmr_lambda: 1.0 keeps pure relevance order; lower values trade relevance for variety.
+    """
+
+    candidates: int = 50
+    rrf_k: int = 60
+    bm25_weight: float = 1.0
+    vector_weight: float = 1.0
+    recency_weight: float = 0.02
+    recency_half_life_days: float = 30.0
+    usage_weight: float = 0.01
+    dedup_threshold: float = 0.97
+    mmr_lambda: float = 1.0
+
+
+def _ranks(hits: Sequence[ScoredId]) -> dict[str, tuple[int, float]]:
+    return {h.id: (rank, h.score) for rank, h in enumerate(hits, start=1)}
+
+
+def hybrid_search(
+    store: MemoryStore,
+    embedder: Embedder,
+    cube_ids: Sequence[str],
+    query: str,
+    where: Node | None,
+    *,
+    top_k: int,
+    config: RetrievalConfig | None = None,
+    now: datetime | None = None,
+) -> list[MemoryHit]:
+    """Search ``cube_ids`` for ``query`` (already validated) and return explained hits."""
+    cfg = config or RetrievalConfig()
+    now = now or utcnow()
+    n = max(cfg.candidates, top_k)
+    qvec = embedder.embed([query])[0]
+    text_hits, vec_hits = store.batch(
+        [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n)]
+    )
+    bm25, vec = _ranks(text_hits), _ranks(vec_hits)
+    ids = list(dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]))
+    if not ids:
+        return []
+    items = {i.id: i for i in store.get(ids) if i is not None}
+    vectors = store.get_embeddings(ids)
+    best_rrf = (cfg.bm25_weight + cfg.vector_weight) / (cfg.rrf_k + 1)
+
+    scored: list[tuple[float, MemoryItem, dict[str, float]]] = []
+    for item_id in ids:
+        item = items.get(item_id)
+        if item is None:  # deleted between the legs and the fetch
+            continue
+        b_rank, b_score = bm25.get(item_id, (0, 0.0))
+        v_rank, v_score = vec.get(item_id, (0, 0.0))
+        if v_rank == 0 and item_id in vectors:
+            v_score = float(vectors[item_id] @ qvec)
+        rrf = 0.0
+        if b_rank:
+            rrf += cfg.bm25_weight / (cfg.rrf_k + b_rank)
+        if v_rank:
+            rrf += cfg.vector_weight / (cfg.rrf_k + v_rank)
+        when = item.event_time or item.created_at
+        age_days = max((now - when).total_seconds() / 86400.0, 0.0)
+        recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
+        usage = math.log1p(item.access_count) / math.log1p(100.0)
+        final = (
+            rrf / best_rrf
+            + cfg.recency_weight * recency
+            + cfg.usage_weight * min(usage, 1.0)
+        )
+        details = {
+            "bm25": round(b_score, 6),
+            "bm25_rank": float(b_rank),
+            "vector": round(v_score, 6),
+            "vector_rank": float(v_rank),
+            "rrf": round(rrf / best_rrf, 6),
+            "recency": round(cfg.recency_weight * recency, 6),
+            "usage": round(cfg.usage_weight * min(usage, 1.0), 6),
+        }
+        scored.append((final, item, details))
+    scored.sort(key=lambda s: -s[0])
+    return _diversify(scored, vectors, cfg, top_k)
+
+
+def _diversify(
+    scored: list[tuple[float, MemoryItem, dict[str, float]]],
+    vectors: dict[str, np.ndarray],
+    cfg: RetrievalConfig,
+    top_k: int,
+) -> list[MemoryHit]:
+    """Maximal marginal relevance over the fused list, dropping near-duplicates."""
+    chosen: list[tuple[float, MemoryItem, dict[str, float]]] = []
+    chosen_vecs: list[np.ndarray] = []
+    pool = list(scored)
+    while pool and len(chosen) < top_k:
+        best_i, best_val, best_sim = 0, -math.inf, 0.0
+        for i, (score, item, _) in enumerate(pool):
+            v = vectors.get(item.id)
+            sim = max((float(v @ c) for c in chosen_vecs), default=0.0) if v is not None else 0.0
+            val = cfg.mmr_lambda * score - (1 - cfg.mmr_lambda) * sim
+            if val > best_val:
+                best_i, best_val, best_sim = i, val, sim
+            if cfg.mmr_lambda == 1.0:
+                break  # pure relevance: the head of the sorted pool wins
+        score, item, details = pool.pop(best_i)
+        v = vectors.get(item.id)
+        if v is not None and chosen_vecs and cfg.mmr_lambda == 1.0:
+            best_sim = max(float(v @ c) for c in chosen_vecs)
+        if best_sim >= cfg.dedup_threshold:
+            continue
+        details = {**details, "redundancy": round(best_sim, 6), "final": round(score, 6)}
+        chosen.append((score, item, details))
+        if v is not None:
+            chosen_vecs.append(v)
+    return [MemoryHit.from_item(item, score, details) for score, item, details in chosen]

@@ -1,0 +1,162 @@
+"""MemScheduler: runs durable background tasks (the fine stage of an add, lifecycle jobs).
+
+Tasks live in the store (:class:`~memos_core.ports.TaskQueue`), so they survive a restart:
+a task left ``running`` by a dead process is claimed again once its lease runs out. A
+handler returns the writes it wants; the scheduler applies them in one batch together with
+the task's completion, so a task is never ``completed`` unless its write happened.
+Transient failures are retried with exponential backoff (tenacity), first in place, then by
+re-queueing; after ``max_attempts`` the task is ``failed`` with its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from .errors import ConflictError, RuntimeFailure, TaskNotFoundError
+from .ports import CompleteTask, MemoryStore, Op, TaskQueue
+from .schema import Task, TaskStatus
+
+__all__ = ["Handler", "MemScheduler"]
+
+log = logging.getLogger(__name__)
+
+#: A handler gets the task payload and returns the write ops to apply with its completion.
+Handler = Callable[[dict[str, Any]], Sequence[Op]]
+
+
+class MemScheduler:
+    """Claims and runs tasks from a store's durable queue.
+
+    Args:
+        store: a store that is also a :class:`TaskQueue` (``supports_tasks``).
+        handlers: task kind -> handler.
+        lease_seconds: how long a claim holds before another worker may take the task over.
+        max_attempts: claims of one task before it is marked failed.
+        poll_interval: seconds between looks at the queue when idle (writes from this
+            process wake the worker at once).
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        handlers: dict[str, Handler],
+        *,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 5,
+        poll_interval: float = 0.5,
+        retry_base: float = 0.5,
+    ) -> None:
+        if not isinstance(store, TaskQueue):
+            raise TypeError(f"{type(store).__name__} has no durable task queue")
+        self.store = store
+        self._queue: TaskQueue = store
+        self.handlers = dict(handlers)
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self.retry_base = retry_base
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one task at a time per scheduler
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Run tasks in a daemon thread until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"memos-scheduler-{self.worker}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def notify(self) -> None:
+        """A task was enqueued: look now instead of at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # never let the worker thread die; the task stays leased
+                log.exception("scheduler loop error")
+                ran = False
+            if not ran:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    # ------------------------------------------------------------------ running
+
+    def run_once(self) -> bool:
+        """Claim and run one ready task. Returns False when none was ready."""
+        with self._lock:
+            claimed = self._queue.claim_task(self.worker, lease_seconds=self.lease_seconds)
+            if claimed is None:
+                return False
+            task, payload = claimed
+            self._execute(task, payload)
+            return True
+
+    def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Run ready tasks in this thread until none is left (used by inline mode and tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.run_once():
+            pass
+
+    def wait(self, task_id: str, timeout: float = 60.0) -> Task:
+        """Block until ``task_id`` is completed or failed, running tasks here if no worker
+        thread is running. Returns the final task."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self._queue.get_task(task_id)
+            if task is None:
+                raise TaskNotFoundError(f"no task {task_id}")
+            if task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                return task
+            if time.monotonic() > deadline:
+                return task
+            if self._thread is None and self.run_once():
+                continue
+            time.sleep(0.01)
+
+    def _execute(self, task: Task, payload: dict[str, Any]) -> None:
+        handler = self.handlers.get(task.kind)
+        if handler is None:
+            self._queue.fail_task(task.task_id, f"no handler for task kind {task.kind!r}", retry_in=None)
+            return
+        try:
+            # In-place retries for races and busy stores: the handler re-reads on each try.
+            for attempt in Retrying(
+                retry=retry_if_exception_type((ConflictError, RuntimeFailure)),
+                wait=wait_exponential(multiplier=self.retry_base / 10, max=2.0),
+                stop=stop_after_attempt(3),
+                reraise=True,
+            ):
+                with attempt:
+                    ops = list(handler(payload))
+                    self.store.batch([*ops, CompleteTask(task.task_id)])
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if task.attempts >= self.max_attempts:
+                log.error("task %s (%s) failed for good: %s", task.task_id, task.kind, error)
+                self._queue.fail_task(task.task_id, error, retry_in=None)
+            else:
+                delay = self.retry_base * (2 ** (task.attempts - 1))
+                log.warning("task %s failed (attempt %d), retrying in %.1fs: %s", task.task_id, task.attempts, delay, error)
+                self._queue.fail_task(task.task_id, error, retry_in=delay)

@@ -1,0 +1,342 @@
+"""Pure data: messages, memory items, tasks and the response envelopes (layer 0).
+
+Nothing here performs I/O or imports another module of ours. Items are immutable pydantic
+models; change one with :meth:`MemoryItem.evolve`, which returns a new value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AddData",
+    "ContentPart",
+    "Envelope",
+    "MemoryHit",
+    "MemoryItem",
+    "MemoryStatus",
+    "MemoryType",
+    "Message",
+    "Page",
+    "SearchData",
+    "SourceRef",
+    "Task",
+    "TaskStatus",
+    "VersionRecord",
+    "format_time",
+    "new_id",
+    "parse_time",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A fresh UUID4 string: the id of an item or a task, stable forever."""
+    return str(uuid.uuid4())
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """Parse an ISO-8601 string (or take a datetime) as an aware UTC datetime.
+
+    Naive values are taken to be UTC. Raises ``ValueError`` on garbage.
+    """
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def format_time(dt: datetime) -> str:
+    """The canonical text form of a time: fixed-width UTC ISO-8601, so it sorts as text."""
+    return parse_time(dt).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+class MemoryType(str, Enum):
+    """Well-known memory types. Any other non-empty string is accepted too (extendable)."""
+
+    WORKING = "working"
+    LONG_TERM = "long_term"
+    USER = "user"
+    KNOWLEDGE = "knowledge"
+    TOOL = "tool"
+    PREFERENCE = "preference"
+
+
+class MemoryStatus(str, Enum):
+    ACTIVATED = "activated"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_Frozen = ConfigDict(frozen=True, extra="forbid")
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message: ``text``, ``image_url`` or ``file``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: Literal["text", "image_url", "file"]
+    text: str | None = None
+    image_url: dict[str, Any] | str | None = None
+    file: dict[str, Any] | None = None
+
+
+class Message(BaseModel):
+    """An OpenAI-style chat message, normalised."""
+
+    model_config = _Frozen
+
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str | list[ContentPart]
+    name: str | None = None
+    id: str | None = None
+    chat_time: datetime = Field(default_factory=utcnow)
+
+    @field_validator("chat_time", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        # Keep the caller's UTC offset (lines render in the speaker's local time); a naive
+        # time is taken as UTC.
+        if isinstance(value, str):
+            value = parse_time(value) if value.strip().endswith("Z") else datetime.fromisoformat(value.strip())
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+    @property
+    def speaker(self) -> str:
+        """The name to show for this message: its ``name``, else its role."""
+        return self.name or self.role
+
+    def text(self) -> str:
+        """All text of the message, image and file parts rendered as short markers."""
+        if isinstance(self.content, str):
+            return self.content
+        out: list[str] = []
+        for part in self.content:
+            if part.type == "text" and part.text:
+                out.append(part.text)
+            elif part.type == "image_url":
+                url = part.image_url.get("url") if isinstance(part.image_url, dict) else part.image_url
+                out.append(f"[image: {url}]")
+            elif part.type == "file":
+                meta = part.file or {}
+                label = meta.get("filename") or meta.get("file_id") or meta.get("url") or "file"
+                out.append(f"[file: {label}]")
+        return "\n".join(out)
+
+
+class SourceRef(BaseModel):
+    """Provenance of a memory: a chat message, a document chunk or an image."""
+
+    model_config = _Frozen
+
+    type: Literal["chat", "doc", "image", "memory"] = "chat"
+    message_id: str | None = None
+    role: str | None = None
+    name: str | None = None
+    chat_time: datetime | None = None
+    conversation_id: str | None = None
+    doc_id: str | None = None
+    chunk_index: int | None = None
+    url: str | None = None
+    memory_id: str | None = None
+    content: str | None = None
+
+
+class VersionRecord(BaseModel):
+    """An earlier version of a memory, kept in its ``history`` for audit and rollback."""
+
+    model_config = _Frozen
+
+    version: int
+    memory: str
+    tags: list[str] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)
+    status: str = MemoryStatus.ACTIVATED.value
+    changed_at: datetime = Field(default_factory=utcnow)
+    reason: str = "update"
+
+
+class MemoryItem(BaseModel):
+    """One memory, whatever its form (DESIGN §3). Immutable; see :meth:`evolve`."""
+
+    model_config = _Frozen
+
+    id: str = Field(default_factory=new_id)
+    cube_id: str
+    user_id: str | None = None
+    agent_id: str | None = None
+    conversation_id: str | None = None
+    app_id: str | None = None
+    memory: str
+    key: str | None = None
+    memory_type: str = MemoryType.LONG_TERM.value
+    status: str = MemoryStatus.ACTIVATED.value
+    version: int = 1
+    history: list[VersionRecord] = Field(default_factory=list)
+    mode: Literal["fast", "fine"] = "fast"
+    tags: list[str] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)
+    keywords: list[str] = Field(default_factory=list)
+    sources: list[SourceRef] = Field(default_factory=list)
+    merged_into: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    event_time: datetime | None = None
+    access_count: int = 0
+    last_accessed_at: datetime | None = None
+    confidence: float = 1.0
+    embedding_model: str | None = None
+
+    @field_validator("created_at", "updated_at", "event_time", "last_accessed_at", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        if isinstance(value, (str, datetime)):
+            return parse_time(value)
+        return value
+
+    def evolve(self, **changes: Any) -> MemoryItem:
+        """A copy with ``changes`` applied and validated."""
+        data = self.model_dump()
+        data.update(changes)
+        return MemoryItem.model_validate(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (times as ISO strings)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryItem:
+        return cls.model_validate(data)
+
+    def __eq__(self, other: object) -> bool:
+        # Items are values with identity: same id and same version means the same item.
+        if not isinstance(other, MemoryItem):
+            return NotImplemented
+        return self.id == other.id and self.version == other.version
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.version))
+
+
+class MemoryHit(BaseModel):
+    """A search result: the memory plus its score and how the score was made."""
+
+    model_config = _Frozen
+
+    id: str
+    memory: str
+    score: float
+    score_details: dict[str, float]
+    memory_type: str
+    key: str | None
+    tags: list[str]
+    info: dict[str, Any]
+    sources: list[SourceRef]
+    created_at: datetime
+    event_time: datetime | None
+    cube_id: str
+    conversation_id: str | None
+    mode: str
+    version: int
+
+    @classmethod
+    def from_item(cls, item: MemoryItem, score: float, details: dict[str, float]) -> MemoryHit:
+        return cls(
+            id=item.id,
+            memory=item.memory,
+            score=score,
+            score_details=details,
+            memory_type=item.memory_type,
+            key=item.key,
+            tags=list(item.tags),
+            info=dict(item.info),
+            sources=list(item.sources),
+            created_at=item.created_at,
+            event_time=item.event_time,
+            cube_id=item.cube_id,
+            conversation_id=item.conversation_id,
+            mode=item.mode,
+            version=item.version,
+        )
+
+
+class Task(BaseModel):
+    """A durable background task (the fine stage of an add, and later lifecycle jobs)."""
+
+    model_config = _Frozen
+
+    task_id: str
+    kind: str
+    status: TaskStatus
+    attempts: int = 0
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    memory_ids: list[str] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- envelopes
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """The seed API's response shape: ``{code, message, data}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: int = 200
+    message: str = "ok"
+    data: T
+
+
+class AddData(BaseModel):
+    model_config = _Frozen
+
+    task_id: str
+    memory_ids: list[str]
+    status: TaskStatus
+
+
+class SearchData(BaseModel):
+    model_config = _Frozen
+
+    memory_detail_list: list[MemoryHit]
+
+
+class Page(BaseModel):
+    """One page of a listing; ``next_offset`` is None on the last page."""
+
+    model_config = _Frozen
+
+    items: list[MemoryItem]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None

@@ -1,0 +1,113 @@
+"""Table layout of the embedded SQLite store, and item <-> row conversion.
+
+Kept apart from the store so the filter compiler's tests can build the same table.
+Times are stored in :func:`memos_core.schema.format_time` form (fixed-width UTC ISO-8601),
+so text comparison is time comparison. ``tags``/``keywords`` are JSON arrays of strings,
+``info`` a JSON object, ``sources``/``history`` JSON arrays of objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ..schema import MemoryItem, format_time, parse_time
+
+SCHEMA_VERSION = 1
+
+ITEM_COLUMNS = (
+    "id",
+    "cube_id",
+    "user_id",
+    "agent_id",
+    "conversation_id",
+    "app_id",
+    "memory",
+    "key",
+    "memory_type",
+    "status",
+    "version",
+    "mode",
+    "tags",
+    "info",
+    "keywords",
+    "sources",
+    "history",
+    "merged_into",
+    "created_at",
+    "updated_at",
+    "event_time",
+    "access_count",
+    "last_accessed_at",
+    "confidence",
+    "embedding_model",
+)
+
+ITEMS_DDL = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    cube_id TEXT NOT NULL,
+    user_id TEXT,
+    agent_id TEXT,
+    conversation_id TEXT,
+    app_id TEXT,
+    memory TEXT NOT NULL,
+    key TEXT,
+    memory_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    info TEXT NOT NULL DEFAULT '{}',
+    keywords TEXT NOT NULL DEFAULT '[]',
+    sources TEXT NOT NULL DEFAULT '[]',
+    history TEXT NOT NULL DEFAULT '[]',
+    merged_into TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    event_time TEXT,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    last_accessed_at TEXT,
+    confidence REAL NOT NULL DEFAULT 1.0,
+    embedding_model TEXT,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS items_cube ON items(cube_id, status);
+CREATE INDEX IF NOT EXISTS items_cube_conv ON items(cube_id, conversation_id);
+CREATE INDEX IF NOT EXISTS items_cube_created ON items(cube_id, created_at);
+"""
+
+_JSON_COLUMNS = ("tags", "info", "keywords", "sources", "history")
+_TIME_COLUMNS = ("created_at", "updated_at", "event_time", "last_accessed_at")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def item_to_row(item: MemoryItem, embedding: np.ndarray | None = None) -> dict[str, Any]:
+    """The column values of ``item`` (plus its embedding as a float32 blob)."""
+    data = item.model_dump(mode="json")
+    row: dict[str, Any] = {}
+    for col in ITEM_COLUMNS:
+        value = data[col]
+        if col in _JSON_COLUMNS:
+            value = _json(value)
+        elif col in _TIME_COLUMNS and value is not None:
+            value = format_time(parse_time(value))
+        row[col] = value
+    row["embedding"] = (
+        None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes()
+    )
+    return row
+
+
+def row_to_item(row: Any) -> MemoryItem:
+    """Build an item from a row that has (at least) :data:`ITEM_COLUMNS` by name."""
+    data = {col: row[col] for col in ITEM_COLUMNS}
+    for col in _JSON_COLUMNS:
+        data[col] = json.loads(data[col])
+    return MemoryItem.model_validate(data)

@@ -1,0 +1,664 @@
+"""The embedded store: one SQLite file, safe for several threads and processes at once.
+
+- WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` for every write batch, retried with
+  backoff while another process holds the write lock; only a lock held past the timeout
+  surfaces, as :class:`~memos_core.errors.StoreBusyError`.
+- BM25 through FTS5. Text is pre-tokenised by :func:`memos_core.text.tokenize` (jieba for
+  CJK), so Chinese queries match Chinese words.
+- Vectors are float32 blobs in the ``items`` table. Exact cosine search runs with numpy over a
+  per-cube matrix held in memory, kept current from the ``changes`` log, so writes made by
+  other processes are seen by the next search.
+- Durable tasks live in the ``tasks`` table (the :class:`~memos_core.ports.TaskQueue` side).
+
+Example:
+    >>> store = SqliteStore.from_path("./memos-data")
+    >>> store.setup()
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from .. import filters as F
+from ..errors import ConflictError, InvalidInputError, StoreBusyError, StoreError
+from ..ports import (
+    CompleteTask,
+    DeleteItems,
+    EnqueueTask,
+    GetItems,
+    ListItems,
+    MemoryStore,
+    Op,
+    PutItems,
+    ScoredId,
+    TextSearch,
+    TouchItems,
+    VectorSearch,
+)
+from ..schema import MemoryItem, Task, TaskStatus, format_time, parse_time, utcnow
+from ..text import tokenize
+from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, SCHEMA_VERSION, item_to_row, row_to_item
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_DDL = (
+    ITEMS_DDL
+    + """
+CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
+    text, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    cube_id TEXT NOT NULL,
+    item_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    memory_ids TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    run_after TEXT NOT NULL,
+    worker TEXT,
+    lease_until TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_ready ON tasks(status, run_after);
+CREATE TABLE IF NOT EXISTS embed_cache (
+    model_id TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model_id, text_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+)
+
+_UPSERT = (
+    f"INSERT INTO items ({', '.join(ITEM_COLUMNS)}, embedding) "
+    f"VALUES ({', '.join('?' * (len(ITEM_COLUMNS) + 1))}) "
+    "ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in ITEM_COLUMNS
+        if c not in ("id", "cube_id", "access_count", "last_accessed_at")
+    )
+    + ", access_count = MAX(items.access_count, excluded.access_count)"
+    + ", last_accessed_at = COALESCE(MAX(items.last_accessed_at, excluded.last_accessed_at),"
+    " items.last_accessed_at, excluded.last_accessed_at)"
+    + ", embedding = COALESCE(excluded.embedding, items.embedding) RETURNING seq"
+)
+
+
+def _fts_text(item: MemoryItem) -> str:
+    parts = [item.memory, item.key or "", " ".join(item.keywords)]
+    return " ".join(tokenize(" ".join(parts)))
+
+
+def _fts_query(query: str) -> str | None:
+    terms = tokenize(query, drop_stopwords=True) or tokenize(query)
+    if not terms:
+        return None
+    unique = dict.fromkeys(t.replace('"', '""') for t in terms)
+    return " OR ".join(f'"{t}"' for t in unique)
+
+
+def _in(values: Sequence[str]) -> str:
+    return ", ".join("?" * len(values))
+
+
+class _CubeVectors:
+    """The vectors of one cube as a dense matrix (rows appended, removed by swap)."""
+
+    def __init__(self, dim: int) -> None:
+        self.ids: list[str] = []
+        self.row: dict[str, int] = {}
+        self.mat = np.zeros((0, dim), dtype=np.float32)
+
+    def upsert(self, item_id: str, vec: np.ndarray) -> None:
+        if vec.shape[0] != self.mat.shape[1]:
+            if self.ids:
+                raise StoreError(
+                    f"vector of dimension {vec.shape[0]} does not match the cube's {self.mat.shape[1]}"
+                )
+            self.mat = np.zeros((0, vec.shape[0]), dtype=np.float32)
+        i = self.row.get(item_id)
+        if i is None:
+            i = len(self.ids)
+            if i == self.mat.shape[0]:
+                grown = np.zeros((max(64, 2 * i), self.mat.shape[1]), dtype=np.float32)
+                grown[:i] = self.mat[:i]
+                self.mat = grown
+            self.ids.append(item_id)
+            self.row[item_id] = i
+        self.mat[i] = vec
+
+    def remove(self, item_id: str) -> None:
+        i = self.row.pop(item_id, None)
+        if i is None:
+            return
+        last = len(self.ids) - 1
+        if i != last:
+            moved = self.ids[last]
+            self.ids[i] = moved
+            self.mat[i] = self.mat[last]
+            self.row[moved] = i
+        self.ids.pop()
+
+    def scores(self, vec: np.ndarray) -> np.ndarray:
+        n = len(self.ids)
+        if n == 0 or vec.shape[0] != self.mat.shape[1]:
+            return np.zeros(0, dtype=np.float32)
+        result: np.ndarray = self.mat[:n] @ vec
+        return result
+
+
+class SqliteStore(MemoryStore):
+    """Embedded SQLite store (default backend). See the module docstring.
+
+    Args:
+        path: the database file.
+        busy_timeout: seconds a write waits for other writers before ``StoreBusyError``.
+        synchronous: SQLite ``synchronous`` pragma; ``FULL`` (default) survives power loss,
+            ``NORMAL`` survives a crashed process only.
+    """
+
+    supports_tasks = True
+    supports_multiprocess = True
+    supports_transactions = True
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._vec_lock = threading.RLock()
+        self._cubes: dict[str, _CubeVectors] = {}
+        self._seen_seq = 0
+        self._dim = 0
+
+    @classmethod
+    def from_path(cls, folder: str | Path, **kwargs: Any) -> SqliteStore:
+        """The store of a data folder (``<folder>/memos.db``), creating the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder / "memos.db", **kwargs)
+
+    # ------------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type(sqlite3.OperationalError),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
+            stop=stop_after_delay(self._busy_timeout),
+            reraise=True,
+        )
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``fn`` in one transaction; retry while the database is locked."""
+        conn = self._conn()
+        try:
+            for attempt in self._retrying():
+                with attempt:
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        result = fn(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return result
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusyError(f"store stayed locked for {self._busy_timeout}s: {exc}") from exc
+            raise StoreError(f"sqlite error: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite error: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def setup(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row["value"]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {row['value']}, this code needs {SCHEMA_VERSION}"
+                )
+
+        self._run(create, write=True)
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ batch
+
+    def batch(self, ops: Sequence[Op]) -> list[Any]:
+        write = any(isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask)) for op in ops)
+        needs_vectors = any(isinstance(op, VectorSearch) for op in ops)
+        if needs_vectors:
+            self._catch_up()
+
+        def apply(conn: sqlite3.Connection) -> list[Any]:
+            return [self._apply(conn, op) for op in ops]
+
+        results = self._run(apply, write=write)
+        if write:
+            self._catch_up()
+        return results
+
+    def _apply(self, conn: sqlite3.Connection, op: Op) -> Any:
+        if isinstance(op, PutItems):
+            return self._put(conn, op)
+        if isinstance(op, GetItems):
+            return self._get(conn, op.ids)
+        if isinstance(op, DeleteItems):
+            return self._delete(conn, op)
+        if isinstance(op, ListItems):
+            return self._list(conn, op)
+        if isinstance(op, TextSearch):
+            return self._text_search(conn, op)
+        if isinstance(op, VectorSearch):
+            return self._vector_search(conn, op)
+        if isinstance(op, TouchItems):
+            return self._touch(conn, op)
+        if isinstance(op, EnqueueTask):
+            return self._enqueue(conn, op)
+        if isinstance(op, CompleteTask):
+            return self._complete(conn, op.task_id)
+        raise InvalidInputError(f"unknown store operation {op!r}")
+
+    # ------------------------------------------------------------------ items
+
+    def _put(self, conn: sqlite3.Connection, op: PutItems) -> None:
+        embeddings = op.embeddings or [None] * len(op.items)
+        versions = op.if_versions or [None] * len(op.items)
+        if len(embeddings) != len(op.items) or len(versions) != len(op.items):
+            raise InvalidInputError("PutItems: embeddings/if_versions must align with items")
+        for item, vec, expected in zip(op.items, embeddings, versions, strict=True):
+            old = conn.execute(
+                "SELECT seq, cube_id, version FROM items WHERE id = ?", (item.id,)
+            ).fetchone()
+            if old is not None and old["cube_id"] != item.cube_id:
+                raise InvalidInputError(f"item {item.id} belongs to another cube; ids cannot move")
+            if expected is not None and (old is None or old["version"] != expected):
+                found = None if old is None else old["version"]
+                raise ConflictError(f"item {item.id} is at version {found}, expected {expected}")
+            row = item_to_row(item, vec)
+            seq = conn.execute(_UPSERT, [row[c] for c in ITEM_COLUMNS] + [row["embedding"]]).fetchone()[0]
+            conn.execute("DELETE FROM items_fts WHERE rowid = ?", (seq,))
+            conn.execute("INSERT INTO items_fts(rowid, text) VALUES (?, ?)", (seq, _fts_text(item)))
+            conn.execute("INSERT INTO changes(cube_id, item_id) VALUES (?, ?)", (item.cube_id, item.id))
+            if vec is not None and item.embedding_model:
+                from ..embedders import text_hash
+
+                conn.execute(
+                    "INSERT OR IGNORE INTO embed_cache(model_id, text_hash, vector) VALUES (?, ?, ?)",
+                    (item.embedding_model, text_hash(item.memory), row["embedding"]),
+                )
+
+    def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
+        found: dict[str, MemoryItem] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            for row in conn.execute(f"SELECT * FROM items WHERE id IN ({_in(chunk)})", chunk):
+                found[row["id"]] = row_to_item(row)
+        return [found.get(i) for i in ids]
+
+    def _scope_sql(self, cube_ids: Sequence[str], ids: Sequence[str] | None, where: F.Node | None) -> tuple[str, list[Any]]:
+        if not cube_ids:
+            raise InvalidInputError("at least one cube id is required")
+        sql = f"items.cube_id IN ({_in(cube_ids)})"
+        params: list[Any] = list(cube_ids)
+        if ids is not None:
+            sql += f" AND items.id IN ({_in(ids)})" if ids else " AND 0"
+            params += list(ids)
+        where_sql, where_params = F.compile_sqlite(where, table="items")
+        return f"{sql} AND ({where_sql})", params + where_params
+
+    def _delete(self, conn: sqlite3.Connection, op: DeleteItems) -> int:
+        if op.ids is None and op.where is None:
+            raise InvalidInputError("delete needs ids or a filter")
+        sql, params = self._scope_sql(op.cube_ids, op.ids, op.where)
+        rows = conn.execute(f"SELECT seq, id, cube_id FROM items WHERE {sql}", params).fetchall()
+        now = format_time(utcnow())
+        for row in rows:
+            if op.hard:
+                conn.execute("DELETE FROM items WHERE seq = ?", (row["seq"],))
+                conn.execute("DELETE FROM items_fts WHERE rowid = ?", (row["seq"],))
+            else:
+                conn.execute(
+                    "UPDATE items SET status = 'deleted', updated_at = ? WHERE seq = ?", (now, row["seq"])
+                )
+            conn.execute("INSERT INTO changes(cube_id, item_id) VALUES (?, ?)", (row["cube_id"], row["id"]))
+        return len(rows)
+
+    def _list(self, conn: sqlite3.Connection, op: ListItems) -> tuple[list[MemoryItem], int]:
+        sql, params = self._scope_sql(op.cube_ids, None, op.where)
+        total = conn.execute(f"SELECT COUNT(*) FROM items WHERE {sql}", params).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT * FROM items WHERE {sql} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
+            [*params, op.limit, op.offset],
+        ).fetchall()
+        return [row_to_item(r) for r in rows], int(total)
+
+    def _text_search(self, conn: sqlite3.Connection, op: TextSearch) -> list[ScoredId]:
+        match = _fts_query(op.query)
+        if match is None:
+            return []
+        sql, params = self._scope_sql(op.cube_ids, None, op.where)
+        rows = conn.execute(
+            "SELECT items.id AS id, bm25(items_fts) AS rank FROM items_fts "
+            "JOIN items ON items.seq = items_fts.rowid "
+            f"WHERE items_fts MATCH ? AND {sql} ORDER BY rank LIMIT ?",
+            [match, *params, op.limit],
+        ).fetchall()
+        return [ScoredId(-float(r["rank"]), r["id"]) for r in rows]
+
+    def _touch(self, conn: sqlite3.Connection, op: TouchItems) -> None:
+        ids = list(dict.fromkeys(op.ids))
+        if ids:
+            conn.execute(
+                "UPDATE items SET access_count = access_count + 1, last_accessed_at = ? "
+                f"WHERE id IN ({_in(ids)})",
+                [format_time(op.at), *ids],
+            )
+
+    def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        def read(conn: sqlite3.Connection) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+                for row in conn.execute(
+                    f"SELECT id, embedding FROM items WHERE embedding IS NOT NULL AND id IN ({_in(chunk)})",
+                    chunk,
+                ):
+                    out[row["id"]] = np.frombuffer(row["embedding"], dtype=np.float32)
+            return out
+
+        return self._run(read, write=False)
+
+    # ------------------------------------------------------------------ vectors
+
+    def _catch_up(self) -> None:
+        """Apply changes committed (by any process) since this process last looked."""
+        with self._vec_lock:
+            if not self._cubes:
+                return
+
+            def read(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
+                rows = conn.execute(
+                    "SELECT seq, cube_id, item_id FROM changes WHERE seq > ? ORDER BY seq",
+                    (self._seen_seq,),
+                ).fetchall()
+                changed = sorted({r["item_id"] for r in rows if r["cube_id"] in self._cubes})
+                items: list[sqlite3.Row] = []
+                for chunk in _chunks(changed, 500):
+                    items += conn.execute(
+                        f"SELECT id, cube_id, status, embedding FROM items WHERE id IN ({_in(chunk)})", chunk
+                    ).fetchall()
+                present = {r["id"] for r in items}
+                for r in rows:  # hard-deleted ids have no row any more
+                    if r["cube_id"] in self._cubes and r["item_id"] not in present:
+                        self._cubes[r["cube_id"]].remove(r["item_id"])
+                return (rows[-1]["seq"] if rows else self._seen_seq), items
+
+            last, items = self._run(read, write=False)
+            for r in items:
+                cube = self._cubes[r["cube_id"]]
+                if r["status"] == "deleted" or r["embedding"] is None:
+                    cube.remove(r["id"])
+                else:
+                    cube.upsert(r["id"], np.frombuffer(r["embedding"], dtype=np.float32))
+            self._seen_seq = last
+
+    def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> _CubeVectors:
+        with self._vec_lock:
+            cube = self._cubes.get(cube_id)
+            if cube is not None:
+                return cube
+            if not self._cubes:
+                self._seen_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+            cube = _CubeVectors(self._dim or 384)
+            rows = conn.execute(
+                "SELECT id, embedding FROM items WHERE cube_id = ? AND status != 'deleted' "
+                "AND embedding IS NOT NULL ORDER BY seq",
+                (cube_id,),
+            )
+            for r in rows:
+                cube.upsert(r["id"], np.frombuffer(r["embedding"], dtype=np.float32))
+            self._cubes[cube_id] = cube
+            return cube
+
+    def _vector_search(self, conn: sqlite3.Connection, op: VectorSearch) -> list[ScoredId]:
+        vec = np.asarray(op.vector, dtype=np.float32)
+        with self._vec_lock:
+            ids: list[str] = []
+            parts: list[np.ndarray] = []
+            for cube_id in dict.fromkeys(op.cube_ids):
+                cube = self._load_cube(conn, cube_id)
+                parts.append(cube.scores(vec))
+                ids += cube.ids
+        if not ids:
+            return []
+        scores = np.concatenate(parts)
+        order = np.argsort(-scores, kind="stable")
+        if op.where is None:
+            return [ScoredId(float(scores[i]), ids[i]) for i in order[: op.limit]]
+        # Post-filter in growing chunks of the ranking; fall back to a pre-filter when the
+        # filter is so selective that scanning the ranking would cost more.
+        sql, params = self._scope_sql(op.cube_ids, None, op.where)
+        hits: list[ScoredId] = []
+        start, chunk = 0, max(op.limit * 8, 64)
+        while start < len(order) and len(hits) < op.limit:
+            if start > 4 * chunk and start > len(order) // 5:
+                allowed = {
+                    r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {sql}", params)
+                }
+                hits = [ScoredId(float(scores[i]), ids[i]) for i in order if ids[i] in allowed]
+                return hits[: op.limit]
+            window = [ids[i] for i in order[start : start + chunk]]
+            passed: set[str] = set()
+            for part in _chunks(window, 500):
+                passed |= {
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT items.id FROM items WHERE items.id IN ({_in(part)}) AND {sql}",
+                        [*part, *params],
+                    )
+                }
+            hits += [ScoredId(float(scores[i]), ids[i]) for i in order[start : start + chunk] if ids[i] in passed]
+            start += chunk
+            chunk *= 4
+        return hits[: op.limit]
+
+    # ------------------------------------------------------------------ embedding cache
+
+    def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        def read(conn: sqlite3.Connection) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            for chunk in _chunks(list(hashes), 500):
+                for row in conn.execute(
+                    f"SELECT text_hash, vector FROM embed_cache WHERE model_id = ? AND text_hash IN ({_in(chunk)})",
+                    [model_id, *chunk],
+                ):
+                    out[row["text_hash"]] = np.frombuffer(row["vector"], dtype=np.float32)
+            return out
+
+        return self._run(read, write=False)
+
+    def cache_embeddings(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
+        """Vectors are cached when items are put; texts embedded only for queries are not kept."""
+
+    # ------------------------------------------------------------------ tasks
+
+    def _enqueue(self, conn: sqlite3.Connection, op: EnqueueTask) -> Task:
+        t = op.task
+        conn.execute(
+            "INSERT INTO tasks(task_id, kind, payload, status, attempts, memory_ids, created_at, "
+            "updated_at, run_after) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (
+                t.task_id,
+                t.kind,
+                json.dumps(op.payload, ensure_ascii=False),
+                TaskStatus.QUEUED.value,
+                json.dumps(t.memory_ids),
+                format_time(t.created_at),
+                format_time(t.updated_at),
+                format_time(t.created_at),
+            ),
+        )
+        return t
+
+    def _complete(self, conn: sqlite3.Connection, task_id: str) -> None:
+        cur = conn.execute(
+            "UPDATE tasks SET status = 'completed', error = NULL, updated_at = ?, worker = NULL, "
+            "lease_until = NULL WHERE task_id = ?",
+            (format_time(utcnow()), task_id),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"task {task_id} vanished before it could be completed")
+
+    def claim_task(self, worker: str, *, lease_seconds: float) -> tuple[Task, dict[str, Any]] | None:
+        def claim(conn: sqlite3.Connection) -> tuple[Task, dict[str, Any]] | None:
+            now = utcnow()
+            row = conn.execute(
+                "SELECT task_id FROM tasks WHERE (status = 'queued' AND run_after <= ?) "
+                "OR (status = 'running' AND lease_until < ?) ORDER BY run_after LIMIT 1",
+                (format_time(now), format_time(now)),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = ?, "
+                "lease_until = ?, updated_at = ? WHERE task_id = ?",
+                (
+                    worker,
+                    format_time(now + timedelta(seconds=lease_seconds)),
+                    format_time(now),
+                    row["task_id"],
+                ),
+            )
+            full = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (row["task_id"],)).fetchone()
+            return _task(full), json.loads(full["payload"])
+
+        return self._run(claim, write=True)
+
+    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> None:
+        until = format_time(utcnow() + timedelta(seconds=lease_seconds))
+        self._run(
+            lambda c: c.execute(
+                "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND worker = ? AND status = 'running'",
+                (until, task_id, worker),
+            ),
+            write=True,
+        )
+
+    def fail_task(self, task_id: str, error: str, *, retry_in: float | None) -> None:
+        now = utcnow()
+        if retry_in is None:
+            sql, params = (
+                "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?, worker = NULL, "
+                "lease_until = NULL WHERE task_id = ?",
+                (error, format_time(now), task_id),
+            )
+        else:
+            sql, params = (
+                "UPDATE tasks SET status = 'queued', error = ?, updated_at = ?, run_after = ?, "
+                "worker = NULL, lease_until = NULL WHERE task_id = ?",
+                (error, format_time(now), format_time(now + timedelta(seconds=retry_in)), task_id),
+            )
+        self._run(lambda c: c.execute(sql, params), write=True)
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._run(
+            lambda c: c.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone(), write=False
+        )
+        return None if row is None else _task(row)
+
+    def pending_tasks(self) -> int:
+        row = self._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running')").fetchone(),
+            write=False,
+        )
+        return int(row[0])
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per cube and status, tasks per status, and the file size."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            cubes: dict[str, dict[str, int]] = {}
+            for r in conn.execute("SELECT cube_id, status, COUNT(*) AS n FROM items GROUP BY cube_id, status"):
+                cubes.setdefault(r["cube_id"], {})[r["status"]] = r["n"]
+            tasks = {r["status"]: r["n"] for r in conn.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")}
+            return {"cubes": cubes, "tasks": tasks}
+
+        out = self._run(read, write=False)
+        out["file_bytes"] = sum(
+            p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file()
+        )
+        return out
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        kind=row["kind"],
+        status=TaskStatus(row["status"]),
+        attempts=row["attempts"],
+        error=row["error"],
+        created_at=parse_time(row["created_at"]),
+        updated_at=parse_time(row["updated_at"]),
+        memory_ids=json.loads(row["memory_ids"]),
+    )
+
+
+def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
