@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import MemosError, RequestError
 from .memos import MemOS
-from .schema import MemoryHit, parse_time
+from .schema import MemoryHit, TaskStatus, parse_time
 
 
 def _open(args: argparse.Namespace, **kwargs: Any) -> MemOS:
@@ -64,7 +64,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if folder.exists() and any(folder.iterdir()):
         print(f"error: {folder} is not empty; the demo needs a fresh folder", file=sys.stderr)
         return 2
-    data = json.loads(resources.files("memos_core").joinpath("data/demo_conversation.json").read_text("utf-8"))
+    data = json.loads(
+        resources.files("memos_core").joinpath("data/demo_conversation.json").read_text("utf-8")
+    )
     print(f"MemOS demo — data folder: {folder}")
     print("Loading the packaged all-MiniLM-L6-v2 embedder...")
     t0 = time.perf_counter()
@@ -85,24 +87,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             latencies.append((time.perf_counter() - t) * 1000)
             task_ids.append(r.data.task_id)
-        print(f"\nFast stage: {len(sessions)} adds, median {sorted(latencies)[len(latencies) // 2]:.1f} ms each;")
+        median = sorted(latencies)[len(latencies) // 2]
+        print(f"\nFast stage: {len(sessions)} adds, median {median:.1f} ms each;")
         print("the memories are searchable now. Fine-stage tasks (dates, keywords, dedup):")
         for tid in task_ids[:2]:
             print(f"  task {tid[:8]}… status={mem.get_task_status(tid).data[0].status.value}")
         for tid in task_ids:
             mem.scheduler.wait(tid)
-        print(f"  after waiting: {sum(mem.get_task_status(t).data[0].status.value == 'completed' for t in task_ids)}"
-              f"/{len(task_ids)} completed\n")  # fmt: skip
+        done = sum(mem.get_task_status(t).data[0].status == TaskStatus.COMPLETED for t in task_ids)
+        print(f"  after waiting: {done}/{len(task_ids)} completed\n")
 
         searches: list[tuple[str, str, dict[str, Any] | None]] = [
             ("alice", "Where does Alice live now?", None),
             ("alice", "what is the user allergic to", {"scene": "chat"}),
-            ("alice", "When did Alice run the 10k race?", {"event_time": {"gte": "2024-03-01", "lt": "2024-03-10"}}),
-            ("xiaowang", "客户汇报需要准备什么", {"and": [{"tags": {"contains": "工作"}}, {"custom_status": "待准备"}]}),
+            (
+                "alice",
+                "When did Alice run the 10k race?",
+                {"event_time": {"gte": "2024-03-01", "lt": "2024-03-10"}},
+            ),
+            (
+                "xiaowang",
+                "客户汇报需要准备什么",
+                {"and": [{"tags": {"contains": "工作"}}, {"custom_status": "待准备"}]},
+            ),
             ("xiaowang", "小王对什么过敏", None),
         ]
         for user, query, flt in searches:
-            print(f"search user={user!r} query={query!r}" + (f" filter={json.dumps(flt, ensure_ascii=False)}" if flt else ""))
+            print(
+                f"search user={user!r} query={query!r}"
+                + (f" filter={json.dumps(flt, ensure_ascii=False)}" if flt else "")
+            )
             hits = mem.search_memory(query, user_id=user, filter=flt, top_k=2).data.memory_detail_list
             _print_hits(hits, as_json=False)
             print()
@@ -133,7 +147,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     flt = json.loads(args.filter) if args.filter else None
     with _open(args, scheduler="off") as mem:
         r = mem.search_memory(
-            " ".join(args.query), user_id=args.user, conversation_id=args.conversation, filter=flt, top_k=args.top_k
+            " ".join(args.query),
+            user_id=args.user,
+            conversation_id=args.conversation,
+            filter=flt,
+            top_k=args.top_k,
         )
         _print_hits(r.data.memory_detail_list, as_json=args.json)
     return 0

@@ -116,9 +116,7 @@ class MissingDependencyError(MemosError, ImportError):
     code = 500
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package!r} is not installed; install it with: pip install 'memos-suite[{extra}]'"
-        )
+        super().__init__(f"{package!r} is not installed; install it with: pip install 'memos-suite[{extra}]'")
         self.package = package
         self.extra = extra
 

@@ -106,9 +106,7 @@ class MemOS:
         self.window = window or WindowConfig()
         self.retrieval = retrieval or RetrievalConfig()
         self.limits = limits or Limits()
-        self.scheduler = MemScheduler(
-            store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds
-        )
+        self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
         self._mode = scheduler
         if scheduler == "thread":
             self.scheduler.start()
@@ -175,7 +173,12 @@ class MemOS:
         ids = [i.id for i in items]
         now = utcnow()
         task = Task(
-            task_id=new_id(), kind=FINE_ADD, status=TaskStatus.QUEUED, created_at=now, updated_at=now, memory_ids=ids
+            task_id=new_id(),
+            kind=FINE_ADD,
+            status=TaskStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+            memory_ids=ids,
         )
         self.store.batch([PutItems(items, list(vectors)), EnqueueTask(task, {"memory_ids": ids})])
         status = TaskStatus.QUEUED
@@ -187,11 +190,18 @@ class MemOS:
 
     def _await(self, task_id: str) -> Task:
         if self._mode == "off":
-            raise NotSupportedError("async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'")
+            raise NotSupportedError(
+                "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
+            )
         return self.scheduler.wait(task_id)
 
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
-        write, _merged = refine(self.store, payload["memory_ids"], dedup_threshold=self.retrieval.dedup_threshold)
+        write, _merged = refine(
+            self.store,
+            payload["memory_ids"],
+            dedup_threshold=self.retrieval.dedup_threshold,
+            dedup_overlap=self.retrieval.dedup_overlap,
+        )
         return [write]
 
     @staticmethod
@@ -221,7 +231,9 @@ class MemOS:
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
         if len(query) > self.limits.max_query_chars:
-            raise PayloadTooLargeError(f"query has {len(query)} characters; the limit is {self.limits.max_query_chars}")
+            raise PayloadTooLargeError(
+                f"query has {len(query)} characters; the limit is {self.limits.max_query_chars}"
+            )
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError("top_k must be a positive integer")
         if top_k > self.limits.max_top_k:
@@ -229,7 +241,7 @@ class MemOS:
         if knowledgebase_ids:
             # Knowledge bases (shared cubes with grants) are not built yet: name the id
             # instead of silently searching nothing.
-            raise KnowledgeBaseNotFoundError(f"no knowledge base {list(knowledgebase_ids)[0]!r}")
+            raise KnowledgeBaseNotFoundError(f"no knowledge base {next(iter(knowledgebase_ids))!r}")
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
         hits = hybrid_search(
             self.store, self.embedder, [user_cube_id(user_id)], query.strip(), where,
@@ -294,10 +306,12 @@ class MemOS:
     ) -> Envelope[Page]:
         """A page of the user's memories, newest first; follow ``data.next_offset``."""
         _check_id("user_id", user_id)
-        if not (isinstance(limit, int) and 1 <= limit <= 1000) or not (isinstance(offset, int) and offset >= 0):
+        if not (isinstance(limit, int) and 1 <= limit <= 1000) or not (
+            isinstance(offset, int) and offset >= 0
+        ):
             raise InvalidInputError("limit must be 1..1000 and offset >= 0")
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
-        items, total = self.store.list([user_cube_id(user_id)], where, limit=limit, offset=offset)
+        items, total = self.store.list_items([user_cube_id(user_id)], where, limit=limit, offset=offset)
         nxt = offset + len(items) if offset + len(items) < total else None
         return Envelope(data=Page(items=items, total=total, offset=offset, limit=limit, next_offset=nxt))
 
@@ -318,13 +332,17 @@ class MemOS:
         if memory is not None and (not isinstance(memory, str) or not memory.strip()):
             raise InvalidInputError("memory must be a non-empty string")
         if memory is not None and len(memory) > self.limits.max_message_chars:
-            raise PayloadTooLargeError(f"memory has {len(memory)} characters; the limit is {self.limits.max_message_chars}")
+            raise PayloadTooLargeError(
+                f"memory has {len(memory)} characters; the limit is {self.limits.max_message_chars}"
+            )
         tag_list = self._check_tags(tags) if tags is not None else None
         if info is not None and not isinstance(info, Mapping):
             raise InvalidInputError("info must be a dict")
         vector = self.embedder.embed([memory])[0] if memory is not None else None
 
-        for attempt in Retrying(retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True):
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
+        ):
             with attempt:
                 old = self._get(memory_id)
                 if old.status == MemoryStatus.DELETED.value:
@@ -368,7 +386,9 @@ class MemOS:
             found = self.store.get(ids)
             missing = [i for i, item in zip(ids, found, strict=True) if item is None]
             if missing:
-                raise MemoryNotFoundError(f"no memory {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+                raise MemoryNotFoundError(
+                    f"no memory {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+                )
             cubes = list(dict.fromkeys(item.cube_id for item in found if item is not None))
             count = self.store.delete(cubes, ids=ids, hard=hard)
         else:

@@ -127,8 +127,15 @@ class CompleteTask:
 
 
 Op = (
-    PutItems | GetItems | DeleteItems | ListItems | TextSearch | VectorSearch | TouchItems
-    | EnqueueTask | CompleteTask
+    PutItems
+    | GetItems
+    | DeleteItems
+    | ListItems
+    | TextSearch
+    | VectorSearch
+    | TouchItems
+    | EnqueueTask
+    | CompleteTask
 )
 
 
@@ -181,7 +188,7 @@ class MemoryStore:
         count: int = self.batch([DeleteItems(cube_ids, ids, where, hard)])[0]
         return count
 
-    def list(
+    def list_items(
         self, cube_ids: Sequence[str], where: Node | None = None, *, limit: int = 50, offset: int = 0
     ) -> tuple[list[MemoryItem], int]:
         result: tuple[list[MemoryItem], int] = self.batch([ListItems(cube_ids, where, limit, offset)])[0]

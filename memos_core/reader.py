@@ -10,7 +10,6 @@ handed out is ever removed: a merged item stays readable with ``merged_into`` se
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from . import filters as F
 from .errors import InvalidInputError, PayloadTooLargeError
 from .ports import MemoryStore, PutItems, VectorSearch
 from .schema import MemoryItem, MemoryStatus, Message, SourceRef, VersionRecord, utcnow
-from .text import keywords, resolve_dates
+from .text import content_of, keywords, lexical_overlap, resolve_dates
 
 __all__ = ["Limits", "WindowConfig", "fast_items", "refine", "render_line", "validate_messages"]
 
@@ -153,9 +152,6 @@ def fast_items(
     return items
 
 
-_LINE_RE = re.compile(r"^[^\n]*? \([^)]*\): ", re.MULTILINE)
-
-
 def enrich(item: MemoryItem) -> MemoryItem:
     """Keywords and ``event_time`` from relative dates, resolved per line against that
     line's chat time (the line order matches ``sources``)."""
@@ -164,8 +160,8 @@ def enrich(item: MemoryItem) -> MemoryItem:
     resolved = []
     texts = []
     for idx, line in enumerate(lines):
-        anchor = anchors[idx] if idx < len(anchors) and anchors[idx] else item.event_time or item.created_at
-        text = _LINE_RE.sub("", line, count=1)  # the speaker/time prefix is not content
+        anchor = (anchors[idx] if idx < len(anchors) else None) or item.event_time or item.created_at
+        text = content_of(line)  # the speaker/time prefix is not content
         texts.append(text)
         resolved += [when for _, when in resolve_dates(text, anchor)]
     dates = [d.strftime("%d %B %Y").lstrip("0") for d in resolved]
@@ -180,6 +176,7 @@ def refine(
     memory_ids: Sequence[str],
     *,
     dedup_threshold: float = 0.97,
+    dedup_overlap: float = 0.9,
 ) -> tuple[PutItems, list[str]]:
     """The deterministic fine stage for the fast items ``memory_ids``.
 
@@ -197,7 +194,7 @@ def refine(
     for item in current:
         new = enrich(item)
         vec = vectors.get(item.id)
-        dup = _older_duplicate(store, item, vec, dedup_threshold) if vec is not None else None
+        dup = _older_duplicate(store, item, vec, dedup_threshold, dedup_overlap) if vec is not None else None
         if dup is not None and dup.id not in memory_ids:
             base = out.get(dup.id, dup)
             known = {(s.message_id, s.conversation_id, s.chat_time) for s in base.sources}
@@ -222,16 +219,22 @@ def refine(
 
 
 def _older_duplicate(
-    store: MemoryStore, item: MemoryItem, vec: np.ndarray, threshold: float
+    store: MemoryStore, item: MemoryItem, vec: np.ndarray, threshold: float, overlap: float
 ) -> MemoryItem | None:
+    """The older item this one repeats: cosine >= ``threshold`` *and* the same words
+    (``lexical_overlap`` >= ``overlap``), so "note 5" never merges into "note 6"."""
     where = F.and_(
         F.eq("status", MemoryStatus.ACTIVATED.value),
         F.eq("memory_type", item.memory_type),
         F.parse_filter({"created_at": {"lte": item.created_at}}),
         F.parse_filter({"id": {"ne": item.id}}),
     )
-    hits = store.batch([VectorSearch([item.cube_id], vec, where, 1)])[0]
-    if not hits or hits[0].score < threshold:
-        return None
-    found = store.get([hits[0].id])[0]
-    return found
+    hits = store.batch([VectorSearch([item.cube_id], vec, where, 3)])[0]
+    close = [h.id for h in hits if h.score >= threshold]
+    for found in store.get(close) if close else []:
+        if (
+            found is not None
+            and lexical_overlap(content_of(found.memory), content_of(item.memory)) >= overlap
+        ):
+            return found
+    return None

@@ -15,6 +15,7 @@ import numpy as np
 from .filters import Node
 from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
 from .schema import MemoryHit, MemoryItem, utcnow
+from .text import content_of, lexical_overlap
 
 __all__ = ["RetrievalConfig", "hybrid_search"]
 
@@ -29,7 +30,8 @@ class RetrievalConfig:
         bm25_weight / vector_weight: weight of each leg in the fusion.
         recency_weight: bonus for recent events, decaying with ``recency_half_life_days``.
         usage_weight: bonus for often-read memories (log of the access count).
-        dedup_threshold: a hit whose cosine to a better hit reaches this is dropped.
+        dedup_threshold / dedup_overlap: a hit whose cosine to a better hit reaches
+            ``dedup_threshold`` and whose words overlap it by ``dedup_overlap`` is dropped.
         mmr_lambda: 1.0 keeps pure relevance order; lower values trade relevance for variety.
     """
 
@@ -41,6 +43,7 @@ class RetrievalConfig:
     recency_half_life_days: float = 30.0
     usage_weight: float = 0.01
     dedup_threshold: float = 0.97
+    dedup_overlap: float = 0.9
     mmr_lambda: float = 1.0
 
 
@@ -93,11 +96,7 @@ def hybrid_search(
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
         usage = math.log1p(item.access_count) / math.log1p(100.0)
-        final = (
-            rrf / best_rrf
-            + cfg.recency_weight * recency
-            + cfg.usage_weight * min(usage, 1.0)
-        )
+        final = rrf / best_rrf + cfg.recency_weight * recency + cfg.usage_weight * min(usage, 1.0)
         details = {
             "bm25": round(b_score, 6),
             "bm25_rank": float(b_rank),
@@ -118,28 +117,33 @@ def _diversify(
     cfg: RetrievalConfig,
     top_k: int,
 ) -> list[MemoryHit]:
-    """Maximal marginal relevance over the fused list, dropping near-duplicates."""
+    """Maximal marginal relevance over the fused list, dropping near-duplicates: a hit whose
+    cosine to a better one reaches ``dedup_threshold`` *and* that says the same words."""
     chosen: list[tuple[float, MemoryItem, dict[str, float]]] = []
-    chosen_vecs: list[np.ndarray] = []
     pool = list(scored)
-    while pool and len(chosen) < top_k:
-        best_i, best_val, best_sim = 0, -math.inf, 0.0
-        for i, (score, item, _) in enumerate(pool):
-            v = vectors.get(item.id)
-            sim = max((float(v @ c) for c in chosen_vecs), default=0.0) if v is not None else 0.0
-            val = cfg.mmr_lambda * score - (1 - cfg.mmr_lambda) * sim
-            if val > best_val:
-                best_i, best_val, best_sim = i, val, sim
-            if cfg.mmr_lambda == 1.0:
-                break  # pure relevance: the head of the sorted pool wins
-        score, item, details = pool.pop(best_i)
+
+    def redundancy(item: MemoryItem) -> tuple[float, MemoryItem | None]:
         v = vectors.get(item.id)
-        if v is not None and chosen_vecs and cfg.mmr_lambda == 1.0:
-            best_sim = max(float(v @ c) for c in chosen_vecs)
-        if best_sim >= cfg.dedup_threshold:
+        best: tuple[float, MemoryItem | None] = (0.0, None)
+        for _, other, _ in chosen:
+            w = vectors.get(other.id)
+            if v is not None and w is not None and (sim := float(v @ w)) > best[0]:
+                best = (sim, other)
+        return best
+
+    while pool and len(chosen) < top_k:
+        if cfg.mmr_lambda >= 1.0:
+            pick = 0  # pure relevance: the head of the sorted pool
+        else:
+            values = [cfg.mmr_lambda * s - (1 - cfg.mmr_lambda) * redundancy(it)[0] for s, it, _ in pool]
+            pick = int(np.argmax(values))
+        score, item, details = pool.pop(pick)
+        sim, twin = redundancy(item)
+        if (
+            twin is not None
+            and sim >= cfg.dedup_threshold
+            and lexical_overlap(content_of(twin.memory), content_of(item.memory)) >= cfg.dedup_overlap
+        ):
             continue
-        details = {**details, "redundancy": round(best_sim, 6), "final": round(score, 6)}
-        chosen.append((score, item, details))
-        if v is not None:
-            chosen_vecs.append(v)
+        chosen.append((score, item, {**details, "redundancy": round(sim, 6), "final": round(score, 6)}))
     return [MemoryHit.from_item(item, score, details) for score, item, details in chosen]

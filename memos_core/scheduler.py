@@ -158,5 +158,11 @@ class MemScheduler:
                 self._queue.fail_task(task.task_id, error, retry_in=None)
             else:
                 delay = self.retry_base * (2 ** (task.attempts - 1))
-                log.warning("task %s failed (attempt %d), retrying in %.1fs: %s", task.task_id, task.attempts, delay, error)
+                log.warning(
+                    "task %s failed (attempt %d), retrying in %.1fs: %s",
+                    task.task_id,
+                    task.attempts,
+                    delay,
+                    error,
+                )
                 self._queue.fail_task(task.task_id, error, retry_in=delay)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -67,7 +67,7 @@ def format_time(dt: datetime) -> str:
     return parse_time(dt).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
-class MemoryType(str, Enum):
+class MemoryType(StrEnum):
     """Well-known memory types. Any other non-empty string is accepted too (extendable)."""
 
     WORKING = "working"
@@ -78,13 +78,13 @@ class MemoryType(str, Enum):
     PREFERENCE = "preference"
 
 
-class MemoryStatus(str, Enum):
+class MemoryStatus(StrEnum):
     ACTIVATED = "activated"
     ARCHIVED = "archived"
     DELETED = "deleted"
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -122,7 +122,9 @@ class Message(BaseModel):
         # Keep the caller's UTC offset (lines render in the speaker's local time); a naive
         # time is taken as UTC.
         if isinstance(value, str):
-            value = parse_time(value) if value.strip().endswith("Z") else datetime.fromisoformat(value.strip())
+            value = (
+                parse_time(value) if value.strip().endswith("Z") else datetime.fromisoformat(value.strip())
+            )
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value

@@ -8,21 +8,23 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 
-__all__ = ["keywords", "resolve_dates", "tokenize"]
+__all__ = ["content_of", "keywords", "lexical_overlap", "resolve_dates", "tokenize"]
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _RUN_RE = re.compile(rf"([{_CJK}]+)|([^\W_]+(?:['’][^\W_]+)?)", re.UNICODE)
 
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
+    """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers herself him himself his how i if in into is it its
+    itself just me more most my myself no nor not now of off on once only or other our ours
     ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself
-    yourselves i'm it's that's what's don't didn't also yeah oh ok okay really like s t
-    的 了 在 是 我 你 他 她 它 们 和 与 也 都 就 吗 呢 吧 啊 这 那 有 一个 什么 怎么""".split()
+    what when where which while who whom why will with would you your yours yourself yourselves
+    i'm it's that's what's don't didn't also yeah oh ok okay really like s t 的 了 在 是 我 你 他 她 它 们
+    和 与 也 都 就 吗 呢 吧 啊 这 那 有 一个 什么 怎么
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 
@@ -47,6 +49,26 @@ def tokenize(text: str, *, drop_stopwords: bool = False) -> list[str]:
     return out
 
 
+_LINE_PREFIX_RE = re.compile(r"^[^\n]*? \([^)\n]*\): ", re.MULTILINE)
+
+
+def content_of(memory: str) -> str:
+    """A window's text without the ``Speaker (time): `` prefix of each line."""
+    return _LINE_PREFIX_RE.sub("", memory)
+
+
+def lexical_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of the token sets of two texts (numbers included), 0..1.
+
+    Embeddings barely tell "note 5" from "note 6"; near-duplicate merging and search-time
+    de-duplication require this to be high as well, so different facts never collapse.
+    """
+    ta, tb = set(tokenize(a)), set(tokenize(b))
+    if not ta and not tb:
+        return 1.0
+    return len(ta & tb) / len(ta | tb)
+
+
 def keywords(text: str, k: int = 8) -> list[str]:
     """Up to ``k`` salient terms of ``text``: non-stopwords ranked by frequency, then length."""
     counts = Counter(t for t in tokenize(text, drop_stopwords=True) if len(t) > 1 and not t.isdigit())
@@ -67,7 +89,19 @@ _MONTHS = [
     "october", "november", "december",
 ]  # fmt: skip
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
-_CN_DIGITS = {"一": 1, "两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
+_CN_DIGITS = {
+    "一": 1,
+    "两": 2,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}
 
 _NUM = r"(\d+|a couple of|couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [

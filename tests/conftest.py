@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from memos_core import MemOS, SentenceTransformerEmbedder  # noqa: E402
-from memos_core.testing import HashEmbedder  # noqa: E402
+from memos_core import MemOS, SentenceTransformerEmbedder
+from memos_core.testing import HashEmbedder
 
 
 @pytest.fixture(scope="session")

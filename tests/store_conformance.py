@@ -121,13 +121,16 @@ class MemoryStoreConformance:
 
     def test_list_is_newest_first_paged_and_filtered(self, store: MemoryStore) -> None:
         """ListItems: order by created_at desc, limit/offset, total, and the filter."""
-        items = [item(f"note {i}", created_at=T0 + timedelta(minutes=i), tags=["even" if i % 2 == 0 else "odd"]) for i in range(7)]
+        items = [
+            item(f"note {i}", created_at=T0 + timedelta(minutes=i), tags=["even" if i % 2 == 0 else "odd"])
+            for i in range(7)
+        ]
         put(store, *items)
-        page, total = store.list(["cube-a"], limit=3, offset=0)
+        page, total = store.list_items(["cube-a"], limit=3, offset=0)
         assert total == 7 and [i.memory for i in page] == ["note 6", "note 5", "note 4"]
-        page2, _ = store.list(["cube-a"], limit=3, offset=6)
+        page2, _ = store.list_items(["cube-a"], limit=3, offset=6)
         assert [i.memory for i in page2] == ["note 0"]
-        evens, total_even = store.list(["cube-a"], parse_filter({"tags": "even"}))
+        evens, total_even = store.list_items(["cube-a"], parse_filter({"tags": "even"}))
         assert total_even == 4 and {i.memory for i in evens} == {"note 0", "note 2", "note 4", "note 6"}
 
     def test_soft_and_hard_delete(self, store: MemoryStore) -> None:
@@ -145,7 +148,7 @@ class MemoryStoreConformance:
         """A filter delete in cube A must not touch cube B, even when B's items match."""
         put(store, item("x", cube="cube-a", tags=["t"]), item("y", cube="cube-b", tags=["t"]))
         assert store.delete(["cube-a"], where=parse_filter({"tags": "t"}), hard=True) == 1
-        assert store.list(["cube-b"])[1] == 1
+        assert store.list_items(["cube-b"])[1] == 1
 
     def test_touch_counts_reads(self, store: MemoryStore) -> None:
         """TouchItems increments access_count and sets last_accessed_at; later puts keep it."""
@@ -189,7 +192,10 @@ class MemoryStoreConformance:
 
     def test_vector_search_is_exact_and_scoped(self, store: MemoryStore) -> None:
         """VectorSearch returns the true nearest neighbours (cosine), best first, per cube."""
-        texts = [f"topic {w} number {i}" for i, w in enumerate(["apple", "river", "engine", "violin", "planet"] * 4)]
+        texts = [
+            f"topic {w} number {i}"
+            for i, w in enumerate(["apple", "river", "engine", "violin", "planet"] * 4)
+        ]
         put(store, *[item(t) for t in texts], item("topic apple number 0", cube="cube-b"))
         q = EMB.embed(["topic violin number 3"])[0]
         hits = store.search_vector(["cube-a"], q, limit=5)
@@ -263,7 +269,13 @@ class MemoryStoreConformance:
         if not store.supports_tasks:
             pytest.skip("backend has no task queue")
         now = datetime.now(timezone.utc)
-        store.batch([EnqueueTask(Task(task_id="t2", kind="k", status=TaskStatus.QUEUED, created_at=now, updated_at=now), {})])
+        store.batch(
+            [
+                EnqueueTask(
+                    Task(task_id="t2", kind="k", status=TaskStatus.QUEUED, created_at=now, updated_at=now), {}
+                )
+            ]
+        )
         assert store.claim_task("w", lease_seconds=30) is not None  # type: ignore[attr-defined]
         store.fail_task("t2", "bad input", retry_in=None)  # type: ignore[attr-defined]
         failed = store.get_task("t2")  # type: ignore[attr-defined]

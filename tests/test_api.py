@@ -34,7 +34,9 @@ def ids_of(resp) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_add_is_searchable_at_once_with_full_hit_shape(mem: MemOS) -> None:
-    r = mem.add_message(CONV, user_id="user_123", conversation_id="conv_001", tags=["study"], info={"scene": "chat"})
+    r = mem.add_message(
+        CONV, user_id="user_123", conversation_id="conv_001", tags=["study"], info={"scene": "chat"}
+    )
     assert r.code == 200 and r.data.status == TaskStatus.QUEUED and len(r.data.memory_ids) == 1
     assert mem.get_task_status(r.data.task_id).data[0].status == TaskStatus.QUEUED  # fine stage not run yet
 
@@ -66,7 +68,10 @@ def test_fine_stage_keeps_ids_and_resolves_dates(mem: MemOS) -> None:
 
 
 def test_windows_overlap_and_trace_every_turn(mem: MemOS) -> None:
-    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} about topic {i}", "id": f"t{i}"} for i in range(10)]
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} about topic {i}", "id": f"t{i}"}
+        for i in range(10)
+    ]
     r = mem.add_message(turns, user_id="u")
     items = [mem.get_memory(i).data for i in r.data.memory_ids]
     covered = [s.message_id for it in items for s in it.sources]
@@ -88,13 +93,27 @@ def test_seed_filter_example_and_chinese(mem: MemOS) -> None:
 
 
 def test_scopes_isolate_users_conversations_and_agents(mem: MemOS) -> None:
-    a = mem.add_message([{"role": "user", "content": "my cat is called Miso"}], user_id="alice", conversation_id="c1", agent_id="bot1")
-    b = mem.add_message([{"role": "user", "content": "my cat is called Tofu"}], user_id="alice", conversation_id="c2", agent_id="bot2")
+    a = mem.add_message(
+        [{"role": "user", "content": "my cat is called Miso"}],
+        user_id="alice",
+        conversation_id="c1",
+        agent_id="bot1",
+    )
+    b = mem.add_message(
+        [{"role": "user", "content": "my cat is called Tofu"}],
+        user_id="alice",
+        conversation_id="c2",
+        agent_id="bot2",
+    )
     mem.add_message([{"role": "user", "content": "my cat is called Pixel"}], user_id="bob")
-    assert set(ids_of(mem.search_memory("cat name", user_id="alice"))) == set(a.data.memory_ids + b.data.memory_ids)
+    assert set(ids_of(mem.search_memory("cat name", user_id="alice"))) == set(
+        a.data.memory_ids + b.data.memory_ids
+    )
     assert ids_of(mem.search_memory("cat name", user_id="alice", conversation_id="c2")) == b.data.memory_ids
     assert ids_of(mem.search_memory("cat name", user_id="alice", agent_id="bot1")) == a.data.memory_ids
-    assert all("Pixel" not in h.memory for h in mem.search_memory("Pixel", user_id="alice").data.memory_detail_list)
+    assert all(
+        "Pixel" not in h.memory for h in mem.search_memory("Pixel", user_id="alice").data.memory_detail_list
+    )
     assert ids_of(mem.search_memory("cat", user_id="nobody")) == []
 
 
@@ -107,7 +126,10 @@ def test_search_counts_access(mem: MemOS) -> None:
 
 
 def test_list_memories_pages_newest_first(mem: MemOS) -> None:
-    ids = [mem.add_message([{"role": "user", "content": f"fact number {i}"}], user_id="u").data.memory_ids[0] for i in range(5)]
+    ids = [
+        mem.add_message([{"role": "user", "content": f"fact number {i}"}], user_id="u").data.memory_ids[0]
+        for i in range(5)
+    ]
     first = mem.list_memories("u", limit=2).data
     assert first.total == 5 and [i.id for i in first.items] == ids[::-1][:2] and first.next_offset == 2
     last = mem.list_memories("u", limit=2, offset=4).data
@@ -127,8 +149,12 @@ def test_update_keeps_history_and_reembeds(mem: MemOS) -> None:
 
 
 def test_delete_soft_hard_and_selectors(mem: MemOS) -> None:
-    a = mem.add_message([{"role": "user", "content": "secret plan alpha"}], user_id="u", tags=["x"]).data.memory_ids[0]
-    b = mem.add_message([{"role": "user", "content": "secret plan beta"}], user_id="u", tags=["y"]).data.memory_ids[0]
+    a = mem.add_message(
+        [{"role": "user", "content": "secret plan alpha"}], user_id="u", tags=["x"]
+    ).data.memory_ids[0]
+    b = mem.add_message(
+        [{"role": "user", "content": "secret plan beta"}], user_id="u", tags=["y"]
+    ).data.memory_ids[0]
     with pytest.raises(InvalidInputError, match="exactly one selector"):
         mem.delete_memory([a], user_id="u")
     with pytest.raises(InvalidInputError, match="exactly one selector"):
@@ -178,7 +204,12 @@ def test_bad_requests_raise_specific_errors(tmp_path: Path, mem: MemOS) -> None:
         mem.search_memory("x", user_id="u", knowledgebase_ids=["kb1"])
     with pytest.raises(NotSupportedError, match="LLM"):
         mem.add_feedback("u", "c", "no, I moved to Berlin")
-    small = MemOS(tmp_path / "small", embedder=mem.embedder, scheduler="inline", limits=Limits(max_messages=2, max_message_chars=10))
+    small = MemOS(
+        tmp_path / "small",
+        embedder=mem.embedder,
+        scheduler="inline",
+        limits=Limits(max_messages=2, max_message_chars=10),
+    )
     with pytest.raises(PayloadTooLargeError, match="limit is 2"):
         small.add_message(CONV * 2, user_id="u")
     with pytest.raises(PayloadTooLargeError, match="characters"):
@@ -197,7 +228,11 @@ def test_content_parts_are_kept_as_text(mem: MemOS) -> None:
         user_id="u",
     )  # fmt: skip
     memory = mem.get_memory(r.data.memory_ids[0]).data.memory
-    assert "Rex" in memory and "[image: https://example.invalid/rex.png]" in memory and "vet-report.pdf" in memory
+    assert (
+        "Rex" in memory
+        and "[image: https://example.invalid/rex.png]" in memory
+        and "vet-report.pdf" in memory
+    )
 
 
 def test_reopening_the_folder_keeps_everything(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]

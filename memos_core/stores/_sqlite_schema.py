@@ -99,9 +99,7 @@ def item_to_row(item: MemoryItem, embedding: np.ndarray | None = None) -> dict[s
         elif col in _TIME_COLUMNS and value is not None:
             value = format_time(parse_time(value))
         row[col] = value
-    row["embedding"] = (
-        None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes()
-    )
+    row["embedding"] = None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes()
     return row
 
 

@@ -181,9 +181,7 @@ class SqliteStore(MemoryStore):
     supports_multiprocess = True
     supports_transactions = True
 
-    def __init__(
-        self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
-    ) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
@@ -279,7 +277,9 @@ class SqliteStore(MemoryStore):
     # ------------------------------------------------------------------ batch
 
     def batch(self, ops: Sequence[Op]) -> list[Any]:
-        write = any(isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask)) for op in ops)
+        write = any(
+            isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask)) for op in ops
+        )
         needs_vectors = any(isinstance(op, VectorSearch) for op in ops)
         if needs_vectors:
             self._catch_up()
@@ -321,9 +321,7 @@ class SqliteStore(MemoryStore):
         if len(embeddings) != len(op.items) or len(versions) != len(op.items):
             raise InvalidInputError("PutItems: embeddings/if_versions must align with items")
         for item, vec, expected in zip(op.items, embeddings, versions, strict=True):
-            old = conn.execute(
-                "SELECT seq, cube_id, version FROM items WHERE id = ?", (item.id,)
-            ).fetchone()
+            old = conn.execute("SELECT seq, cube_id, version FROM items WHERE id = ?", (item.id,)).fetchone()
             if old is not None and old["cube_id"] != item.cube_id:
                 raise InvalidInputError(f"item {item.id} belongs to another cube; ids cannot move")
             if expected is not None and (old is None or old["version"] != expected):
@@ -349,7 +347,9 @@ class SqliteStore(MemoryStore):
                 found[row["id"]] = row_to_item(row)
         return [found.get(i) for i in ids]
 
-    def _scope_sql(self, cube_ids: Sequence[str], ids: Sequence[str] | None, where: F.Node | None) -> tuple[str, list[Any]]:
+    def _scope_sql(
+        self, cube_ids: Sequence[str], ids: Sequence[str] | None, where: F.Node | None
+    ) -> tuple[str, list[Any]]:
         if not cube_ids:
             raise InvalidInputError("at least one cube id is required")
         sql = f"items.cube_id IN ({_in(cube_ids)})"
@@ -495,9 +495,7 @@ class SqliteStore(MemoryStore):
         start, chunk = 0, max(op.limit * 8, 64)
         while start < len(order) and len(hits) < op.limit:
             if start > 4 * chunk and start > len(order) // 5:
-                allowed = {
-                    r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {sql}", params)
-                }
+                allowed = {r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {sql}", params)}
                 hits = [ScoredId(float(scores[i]), ids[i]) for i in order if ids[i] in allowed]
                 return hits[: op.limit]
             window = [ids[i] for i in order[start : start + chunk]]
@@ -510,7 +508,9 @@ class SqliteStore(MemoryStore):
                         [*part, *params],
                     )
                 }
-            hits += [ScoredId(float(scores[i]), ids[i]) for i in order[start : start + chunk] if ids[i] in passed]
+            hits += [
+                ScoredId(float(scores[i]), ids[i]) for i in order[start : start + chunk] if ids[i] in passed
+            ]
             start += chunk
             chunk *= 4
         return hits[: op.limit]
@@ -522,7 +522,8 @@ class SqliteStore(MemoryStore):
             out: dict[str, np.ndarray] = {}
             for chunk in _chunks(list(hashes), 500):
                 for row in conn.execute(
-                    f"SELECT text_hash, vector FROM embed_cache WHERE model_id = ? AND text_hash IN ({_in(chunk)})",
+                    "SELECT text_hash, vector FROM embed_cache "
+                    f"WHERE model_id = ? AND text_hash IN ({_in(chunk)})",
                     [model_id, *chunk],
                 ):
                     out[row["text_hash"]] = np.frombuffer(row["vector"], dtype=np.float32)
@@ -599,6 +600,7 @@ class SqliteStore(MemoryStore):
 
     def fail_task(self, task_id: str, error: str, *, retry_in: float | None) -> None:
         now = utcnow()
+        params: tuple[str, ...]
         if retry_in is None:
             sql, params = (
                 "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?, worker = NULL, "
@@ -621,7 +623,9 @@ class SqliteStore(MemoryStore):
 
     def pending_tasks(self) -> int:
         row = self._run(
-            lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running')").fetchone(),
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running')"
+            ).fetchone(),
             write=False,
         )
         return int(row[0])
@@ -633,9 +637,14 @@ class SqliteStore(MemoryStore):
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             cubes: dict[str, dict[str, int]] = {}
-            for r in conn.execute("SELECT cube_id, status, COUNT(*) AS n FROM items GROUP BY cube_id, status"):
+            for r in conn.execute(
+                "SELECT cube_id, status, COUNT(*) AS n FROM items GROUP BY cube_id, status"
+            ):
                 cubes.setdefault(r["cube_id"], {})[r["status"]] = r["n"]
-            tasks = {r["status"]: r["n"] for r in conn.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")}
+            tasks = {
+                r["status"]: r["n"]
+                for r in conn.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+            }
             return {"cubes": cubes, "tasks": tasks}
 
         out = self._run(read, write=False)
@@ -661,4 +670,3 @@ def _task(row: sqlite3.Row) -> Task:
 def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
-

@@ -1,0 +1,42 @@
+# The targets the README names. Each sets up .venv (Python 3.11+) on first use.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint format bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/memos demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+	$(MAKE) bench-smoke
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Full benchmarks; results go to docs/BENCHMARKS.md by hand, with the command and machine.
+bench: $(STAMP)
+	$(PY) benchmarks/latency.py --memories 10000 --adds 300 --queries 300
+
+# Seconds-long runs in CI so the benchmark scripts never rot.
+bench-smoke: $(STAMP)
+	$(PY) benchmarks/latency.py --memories 200 --adds 10 --queries 10 --no-progress
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

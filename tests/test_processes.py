@@ -1,0 +1,121 @@
+"""Several OS processes on one data folder: concurrent writers, and a SIGKILL mid-batch.
+
+Both tests use the real SQLite store and the real packaged MiniLM in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from memos_core import MemOS, TaskStatus
+
+pytestmark = pytest.mark.slow
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    from memos_core import MemOS
+    folder, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    mem = MemOS(folder, scheduler=sys.argv[4], lease_seconds=float(sys.argv[5]))
+    print("ready", flush=True)
+    sys.stdin.readline()                       # start together
+    for i in range(count):
+        text = f"writer {tag} note {i}: the {tag}{i} crate holds item {i * 7} of batch {tag}"
+        r = mem.add_message([{"role": "user", "content": text, "id": f"{tag}-{i}"}], user_id="shared")
+        record = {"i": i, "text": text, "ids": r.data.memory_ids, "task": r.data.task_id}
+        print(json.dumps(record), flush=True)
+    mem.close()
+    """
+)
+
+
+def _spawn(
+    folder: Path, tag: str, count: int, scheduler: str = "thread", lease: float = 60.0
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder), tag, str(count), scheduler, str(lease)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    return proc
+
+
+def test_two_processes_write_500_each_concurrently(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Two writers at once: no error reaches either, and all 1000 memories are searchable."""
+    folder = tmp_path / "data"
+    MemOS(folder, embedder=real_embedder, scheduler="off").close()  # create the schema once
+    procs = [_spawn(folder, tag, 500) for tag in ("a", "b")]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    records = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "locked" not in err and "Traceback" not in err, err
+        records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(records) == 1000
+
+    with MemOS(folder, embedder=real_embedder, scheduler="inline") as mem:
+        assert mem.list_memories("shared", limit=1).data.total == 1000
+        mem.run_pending()
+        statuses = {mem.get_task_status(r["task"]).data[0].status for r in records}
+        assert statuses == {TaskStatus.COMPLETED}
+        missing = []
+        for r in records:
+            hits = mem.search_memory(r["text"], user_id="shared", top_k=5).data.memory_detail_list
+            if r["ids"][0] not in [h.id for h in hits]:
+                missing.append(r["text"])
+        assert missing == []
+
+
+def test_sigkill_mid_batch_loses_no_acknowledged_add(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Kill -9 a writer while it adds (its fine-stage thread running too): every add that
+    returned is there after reopening, and the unfinished tasks resume and complete."""
+    folder = tmp_path / "data"
+    MemOS(folder, embedder=real_embedder, scheduler="off").close()
+    proc = _spawn(folder, "k", 100_000, scheduler="thread", lease=1.0)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    acked = []
+    while len(acked) < 60:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else "writer died"
+        acked.append(json.loads(line))
+    os.kill(proc.pid, signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=30)  # also closes the pipes
+    assert proc.returncode == -signal.SIGKILL
+    # Anything printed after our last read was acknowledged too (a torn last line was not).
+    for line in rest.splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            acked.append(json.loads(line))
+
+    with MemOS(folder, embedder=real_embedder, scheduler="inline", lease_seconds=1.0) as mem:
+        for r in acked:
+            item = mem.get_memory(r["ids"][0]).data
+            assert item.memory.endswith(r["text"])
+        unfinished = [
+            r for r in acked if mem.get_task_status(r["task"]).data[0].status != TaskStatus.COMPLETED
+        ]
+        time.sleep(1.2)  # leases held by the dead process run out
+        mem.run_pending()
+        for r in acked:
+            assert mem.get_task_status(r["task"]).data[0].status == TaskStatus.COMPLETED
+        assert mem.store.pending_tasks() == 0  # type: ignore[attr-defined]
+        # the test is only meaningful if the kill left work behind
+        assert unfinished, "the writer finished every task before the kill; nothing was resumed"

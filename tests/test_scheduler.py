@@ -1,0 +1,105 @@
+"""MemScheduler: retries with backoff, failure after max attempts, never a false 'completed'."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_core import ConflictError, MemScheduler, SqliteStore, StoreError, TaskStatus
+from memos_core.ports import EnqueueTask, Op, PutItems
+from memos_core.schema import MemoryItem, Task, new_id, utcnow
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore.from_path(tmp_path)
+    s.setup()
+    yield s
+    s.close()
+
+
+def enqueue(store: SqliteStore, kind: str, payload: dict[str, Any] | None = None) -> str:
+    now = utcnow()
+    task = Task(task_id=new_id(), kind=kind, status=TaskStatus.QUEUED, created_at=now, updated_at=now)
+    store.batch([EnqueueTask(task, payload or {})])
+    return task.task_id
+
+
+def test_transient_failures_are_retried_until_success(store: SqliteStore) -> None:
+    calls = []
+
+    def flaky(payload: dict[str, Any]) -> Sequence[Op]:
+        calls.append(1)
+        if len(calls) < 5:  # 3 in-place tries fail, the task is re-queued, then succeeds
+            raise StoreError("disk hiccup")
+        return [PutItems([MemoryItem(cube_id="c", memory="written")])]
+
+    sched = MemScheduler(store, {"flaky": flaky}, retry_base=0.01)
+    tid = enqueue(store, "flaky")
+    final = None
+    for _ in range(50):
+        sched.run_until_idle()
+        final = store.get_task(tid)
+        assert final is not None
+        if final.status == TaskStatus.COMPLETED:
+            break
+        time.sleep(0.05)  # the re-queued task waits out its backoff
+    assert final is not None and final.status == TaskStatus.COMPLETED and final.attempts == 2
+    assert store.list_items(["c"])[1] == 1
+
+
+def test_permanent_failure_is_reported_with_its_error(store: SqliteStore) -> None:
+    def broken(payload: dict[str, Any]) -> Sequence[Op]:
+        raise ValueError("cannot parse payload")
+
+    sched = MemScheduler(store, {"broken": broken}, max_attempts=2, retry_base=0.01)
+    tid = enqueue(store, "broken")
+    for _ in range(100):
+        sched.run_until_idle()
+        task = store.get_task(tid)
+        assert task is not None
+        if task.status == TaskStatus.FAILED:
+            break
+        time.sleep(0.05)
+    assert task.status == TaskStatus.FAILED and "cannot parse payload" in (task.error or "")
+    assert task.attempts == 2
+
+
+def test_a_failed_write_never_reports_completed(store: SqliteStore) -> None:
+    """The handler 'succeeds' but its write conflicts: the task must not become completed."""
+    item = MemoryItem(cube_id="c", memory="v1")
+    store.put([item])
+
+    def stale(payload: dict[str, Any]) -> Sequence[Op]:
+        return [PutItems([item.evolve(memory="stale")], None, [41])]
+
+    sched = MemScheduler(store, {"stale": stale}, max_attempts=1, retry_base=0.01)
+    tid = enqueue(store, "stale")
+    sched.run_until_idle()
+    task = store.get_task(tid)
+    assert task is not None and task.status == TaskStatus.FAILED
+    assert ConflictError.__name__ in (task.error or "")
+    assert store.get([item.id])[0].memory == "v1"  # type: ignore[union-attr]
+
+
+def test_unknown_kind_fails_clearly(store: SqliteStore) -> None:
+    sched = MemScheduler(store, {})
+    tid = enqueue(store, "mystery")
+    sched.run_until_idle()
+    task = store.get_task(tid)
+    assert task is not None and task.status == TaskStatus.FAILED and "mystery" in (task.error or "")
+
+
+def test_thread_mode_runs_tasks_in_the_background(store: SqliteStore) -> None:
+    sched = MemScheduler(store, {"ok": lambda p: []}, poll_interval=0.05)
+    sched.start()
+    try:
+        tid = enqueue(store, "ok")
+        sched.notify()
+        assert sched.wait(tid, timeout=10).status == TaskStatus.COMPLETED
+    finally:
+        sched.stop()
