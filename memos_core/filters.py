@@ -9,7 +9,7 @@ Grammar (JSON)::
             | {field: {op: value, ...}}     every op holds
             | {key: ..., key: ..., ...}     several keys at one level: AND of them
     op     := eq | ne | gt | gte | lt | lte | in | nin | contains | like | exists
-    field  := column | [info.]key[.key ...]  segments match [A-Za-z_][A-Za-z0-9_]*
+    field  := column | [info.]key[.key ...]  segments are identifiers (Unicode letters allowed)
 
 ``None`` or ``{}`` (top level only) means no filter. Fields:
 
@@ -20,7 +20,9 @@ Grammar (JSON)::
   as instants; a bare date is midnight UTC);
 * list columns ``tags keywords``: ``eq``/``contains`` v = v is an element, ``in`` = some element
   is listed, ``like`` = some element matches, ``exists`` = non-empty; ``ne``/``nin`` negate;
-* anything else is a key path into ``info`` (``scene`` = ``info.scene``; ``a.b`` = info.a.b).
+* anything else is a key path into ``info`` (``scene`` = ``info.scene``; ``a.b`` = info.a.b),
+  except ``info``/``sources``/``history`` and bare operator names, which are errors
+  (write ``info.<name>`` to reach such a key).
   Comparison is type-strict: numbers with numbers, strings with strings, bools only by
   ``eq``/``ne``; an order test between different kinds is false. ``contains`` is membership
   on an array and substring on a string.
@@ -40,6 +42,7 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
+from enum import Enum
 from typing import Any, Literal, TypeAlias
 
 from .errors import FilterError
@@ -80,9 +83,7 @@ _KIND_COLUMNS: dict[FieldKind, str] = {
     "date": "created_at updated_at event_time last_accessed_at",
     "list": "tags keywords",
 }
-_COLUMNS: dict[str, FieldKind] = {
-    col: kind for kind, cols in _KIND_COLUMNS.items() for col in cols.split()
-}
+_COLUMNS: dict[str, FieldKind] = {col: kind for kind, cols in _KIND_COLUMNS.items() for col in cols.split()}
 _UNFILTERABLE = frozenset({"info", "sources", "history", "embedding", "seq"})
 _NOT_FOR: dict[str, tuple[FieldKind, ...]] = {
     "gt": ("list",),
@@ -100,7 +101,8 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
 }
 _SQL_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE"}
 _NEGATIONS = {"ne": "eq", "nin": "in"}
-_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+# Unicode word characters (so Chinese info keys work); no quotes or brackets can get in.
+_FIELD_RE = re.compile(r"[^\W\d]\w*(?:\.[^\W\d]\w*)*")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -226,9 +228,7 @@ def _field(name: Any, path: str) -> Field:
     if not isinstance(name, str) or not _FIELD_RE.fullmatch(name):
         raise FilterError(f"invalid field name {name!r}", path=path)
     if name in OPERATORS:
-        raise FilterError(
-            f"{name!r} is an operator; write {{field: {{{name!r}: value}}}}", path=path
-        )
+        raise FilterError(f"{name!r} is an operator; write {{field: {{{name!r}: value}}}}", path=path)
     head, *rest = name.split(".")
     if head == "info" and rest:
         return Field("info", "info", tuple(rest))
@@ -296,9 +296,7 @@ class _Parser:
             self.count(path)
             return [Compare(field, "eq", self.value(field, "eq", spec, path))]
         if not spec:
-            raise FilterError(
-                f"no operator given; valid operators: {', '.join(OPERATORS)}", path=path
-            )
+            raise FilterError(f"no operator given; valid operators: {', '.join(OPERATORS)}", path=path)
         out: list[Node] = []
         for op, value in spec.items():
             self.count(f"{path}.{op}")
@@ -307,13 +305,9 @@ class _Parser:
 
     def value(self, field: Field, op: Any, value: Any, path: str) -> Any:
         if op not in OPERATORS:
-            raise FilterError(
-                f"unknown operator {op!r}; valid operators: {', '.join(OPERATORS)}", path=path
-            )
+            raise FilterError(f"unknown operator {op!r}; valid operators: {', '.join(OPERATORS)}", path=path)
         if field.kind in _NOT_FOR.get(op, ()):
-            raise FilterError(
-                f"{op!r} does not apply to {field.kind} field {field.name!r}", path=path
-            )
+            raise FilterError(f"{op!r} does not apply to {field.kind} field {field.name!r}", path=path)
         if op == "exists":
             if not isinstance(value, bool):
                 raise FilterError("'exists' takes true or false", path=path)
@@ -336,6 +330,8 @@ class _Parser:
         self.values += 1
         if self.values > MAX_VALUES:
             raise FilterError(f"a filter holds at most {MAX_VALUES} values", path=path)
+        if isinstance(value, Enum):  # e.g. MemoryStatus.ACTIVATED -> "activated"
+            value = value.value
         kind = field.kind
         if kind == "date":
             return _date(value, path)
@@ -351,9 +347,7 @@ class _Parser:
                 raise FilterError(f"{value!r} does not fit in 64 bits", path=path)
             return value
         expected = {"int": "a number", "real": "a number", "info": "a string, number or bool"}
-        raise FilterError(
-            f"{field.name!r} takes {expected.get(kind, 'a string')}, not {value!r}", path=path
-        )
+        raise FilterError(f"{field.name!r} takes {expected.get(kind, 'a string')}, not {value!r}", path=path)
 
 
 def _positive(node: Compare) -> tuple[Compare, bool]:
@@ -536,7 +530,7 @@ def _sql_leaf(node: Compare, table: str) -> tuple[str, list[Any]]:
             return f"{col} IS ?", [value]
         test, params = _test(col, op, value)
         return f"{col} IS NOT NULL AND {test}", params
-    path = "'$." + ".".join(field.path) + "'"
+    path = "'$." + ".".join(f'"{key}"' for key in field.path) + "'"
     jtype, jvalue = f"json_type({col}, {path})", f"json_extract({col}, {path})"
     if op == "exists":
         return f"COALESCE({jtype}, 'null') <> 'null'", []

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     block = re.search(r"```python\n(.*?)```", README.read_text("utf-8"), re.S)
     assert block is not None
     code = block.group(1)

@@ -45,3 +45,29 @@ def test_wal_mode_is_on(tmp_path: Path) -> None:
     mode = store._run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0], write=False)
     assert mode == "wal"
     store.close()
+
+
+def test_change_log_is_pruned_and_lagging_readers_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change log stays bounded; a reader whose view predates the pruned part reloads."""
+    from memos_core.testing import HashEmbedder
+
+    from .store_conformance import item, put
+
+    monkeypatch.setattr(SqliteStore, "CHANGES_KEPT", 5)
+    reader, writer = SqliteStore.from_path(tmp_path), SqliteStore.from_path(tmp_path)
+    reader.setup()
+    first = put(writer, item("first note about kites"))[0]
+    q = HashEmbedder(dim=32).embed(["note about kites 19"])[0]
+    assert [h.id for h in reader.search_vector(["cube-a"], q, limit=1)] == [first.id]
+    for i in range(19):
+        put(writer, item(f"note about kites {i}"))
+    last = put(writer, item("final zebra balloon"))[0]
+    count = writer._run(lambda c: c.execute("SELECT COUNT(*) FROM changes").fetchone()[0], write=False)
+    assert count <= 11
+    zebra = HashEmbedder(dim=32).embed(["final zebra balloon"])[0]
+    assert reader.search_vector(["cube-a"], zebra, limit=1)[0].id == last.id
+    assert len(reader.search_vector(["cube-a"], q, limit=50)) == 21
+    reader.close()
+    writer.close()

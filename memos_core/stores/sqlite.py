@@ -180,6 +180,8 @@ class SqliteStore(MemoryStore):
     supports_tasks = True
     supports_multiprocess = True
     supports_transactions = True
+    #: Entries of the change log kept for other processes to catch up from.
+    CHANGES_KEPT = 100_000
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> None:
         self.path = Path(path)
@@ -285,7 +287,10 @@ class SqliteStore(MemoryStore):
             self._catch_up()
 
         def apply(conn: sqlite3.Connection) -> list[Any]:
-            return [self._apply(conn, op) for op in ops]
+            results = [self._apply(conn, op) for op in ops]
+            if write:
+                self._prune_changes(conn)
+            return results
 
         results = self._run(apply, write=write)
         if write:
@@ -429,7 +434,10 @@ class SqliteStore(MemoryStore):
             if not self._cubes:
                 return
 
-            def read(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
+            def read(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]] | None:
+                pruned = conn.execute("SELECT value FROM meta WHERE key = 'changes_pruned_upto'").fetchone()
+                if pruned is not None and int(pruned[0]) > self._seen_seq:
+                    return None  # the log no longer reaches back to us: reload from the items
                 rows = conn.execute(
                     "SELECT seq, cube_id, item_id FROM changes WHERE seq > ? ORDER BY seq",
                     (self._seen_seq,),
@@ -446,7 +454,11 @@ class SqliteStore(MemoryStore):
                         self._cubes[r["cube_id"]].remove(r["item_id"])
                 return (rows[-1]["seq"] if rows else self._seen_seq), items
 
-            last, items = self._run(read, write=False)
+            caught = self._run(read, write=False)
+            if caught is None:
+                self._cubes.clear()
+                return
+            last, items = caught
             for r in items:
                 cube = self._cubes[r["cube_id"]]
                 if r["status"] == "deleted" or r["embedding"] is None:
@@ -454,6 +466,21 @@ class SqliteStore(MemoryStore):
                 else:
                     cube.upsert(r["id"], np.frombuffer(r["embedding"], dtype=np.float32))
             self._seen_seq = last
+
+    def _prune_changes(self, conn: sqlite3.Connection) -> None:
+        """Keep the change log bounded: drop all but the last ``CHANGES_KEPT`` entries once it
+        is twice that long. A process whose view is older than the log reloads its vectors."""
+        last = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'changes_pruned_upto'").fetchone()
+        upto = int(row[0]) if row is not None else 0
+        if last - upto > 2 * self.CHANGES_KEPT:
+            upto = last - self.CHANGES_KEPT
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (upto,))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('changes_pruned_upto', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(upto),),
+            )
 
     def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> _CubeVectors:
         with self._vec_lock:
