@@ -26,6 +26,8 @@ class RetrievalConfig:
 
     Attributes:
         candidates: results taken from each leg before fusion (at least ``top_k``).
+        fused_head: how many fused results (at least ``3 * top_k``) are loaded and re-scored
+            with recency, usage and de-duplication.
         rrf_k: the constant of reciprocal rank fusion, ``1 / (rrf_k + rank)``.
         bm25_weight / vector_weight: weight of each leg in the fusion.
         recency_weight: bonus for recent events, decaying with ``recency_half_life_days``.
@@ -36,6 +38,7 @@ class RetrievalConfig:
     """
 
     candidates: int = 50
+    fused_head: int = 30
     rrf_k: int = 60
     bm25_weight: float = 1.0
     vector_weight: float = 1.0
@@ -71,7 +74,19 @@ def hybrid_search(
         [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n)]
     )
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
-    ids = list(dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]))
+
+    def rrf_of(item_id: str) -> float:
+        b_rank, v_rank = bm25.get(item_id, (0, 0.0))[0], vec.get(item_id, (0, 0.0))[0]
+        return (cfg.bm25_weight / (cfg.rrf_k + b_rank) if b_rank else 0.0) + (
+            cfg.vector_weight / (cfg.rrf_k + v_rank) if v_rank else 0.0
+        )
+
+    # Fuse first, then load only the head: recency and usage are small nudges that reorder
+    # near-ties, so loading every candidate of both legs would be wasted work.
+    fused = sorted(
+        dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]), key=lambda i: -rrf_of(i)
+    )
+    ids = fused[: max(3 * top_k, cfg.fused_head)]
     if not ids:
         return []
     items = {i.id: i for i in store.get(ids) if i is not None}
@@ -87,11 +102,7 @@ def hybrid_search(
         v_rank, v_score = vec.get(item_id, (0, 0.0))
         if v_rank == 0 and item_id in vectors:
             v_score = float(vectors[item_id] @ qvec)
-        rrf = 0.0
-        if b_rank:
-            rrf += cfg.bm25_weight / (cfg.rrf_k + b_rank)
-        if v_rank:
-            rrf += cfg.vector_weight / (cfg.rrf_k + v_rank)
+        rrf = rrf_of(item_id)
         when = item.event_time or item.created_at
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)

@@ -353,11 +353,14 @@ class SqliteStore(MemoryStore):
         return [found.get(i) for i in ids]
 
     def _scope_sql(
-        self, cube_ids: Sequence[str], ids: Sequence[str] | None, where: F.Node | None
+        self, cube_ids: Sequence[str], ids: Sequence[str] | None, where: F.Node | None, *, by_id: bool = False
     ) -> tuple[str, list[Any]]:
+        """SQL for "in these cubes, (these ids,) matching ``where``". With ``by_id`` the cube
+        term is kept away from the planner (unary ``+``) so an id list is looked up by key
+        instead of scanning the whole cube through its index."""
         if not cube_ids:
             raise InvalidInputError("at least one cube id is required")
-        sql = f"items.cube_id IN ({_in(cube_ids)})"
+        sql = f"{'+' if by_id else ''}items.cube_id IN ({_in(cube_ids)})"
         params: list[Any] = list(cube_ids)
         if ids is not None:
             sql += f" AND items.id IN ({_in(ids)})" if ids else " AND 0"
@@ -517,12 +520,15 @@ class SqliteStore(MemoryStore):
             return [ScoredId(float(scores[i]), ids[i]) for i in order[: op.limit]]
         # Post-filter in growing chunks of the ranking; fall back to a pre-filter when the
         # filter is so selective that scanning the ranking would cost more.
-        sql, params = self._scope_sql(op.cube_ids, None, op.where)
+        sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         start, chunk = 0, max(op.limit * 8, 64)
         while start < len(order) and len(hits) < op.limit:
             if start > 4 * chunk and start > len(order) // 5:
-                allowed = {r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {sql}", params)}
+                full_sql, full_params = self._scope_sql(op.cube_ids, None, op.where)
+                allowed = {
+                    r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {full_sql}", full_params)
+                }
                 hits = [ScoredId(float(scores[i]), ids[i]) for i in order if ids[i] in allowed]
                 return hits[: op.limit]
             window = [ids[i] for i in order[start : start + chunk]]
