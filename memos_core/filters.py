@@ -73,6 +73,7 @@ OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "lik
 MAX_DEPTH = 32
 MAX_NODES = 500
 MAX_LIST = 1000
+MAX_PATTERN = 1000  # SQLite refuses long LIKE patterns ("pattern too complex")
 MAX_VALUES = 10_000  # all values of one filter together; keeps SQL under SQLite's variable cap
 
 _KIND_COLUMNS: dict[FieldKind, str] = {
@@ -322,6 +323,8 @@ class _Parser:
             raise FilterError(f"{op!r} cannot take null here; use 'exists'", path=path)
         if op == "like" and not isinstance(value, str):
             raise FilterError("'like' takes a string pattern", path=path)
+        if op == "like" and len(value) > MAX_PATTERN:
+            raise FilterError(f"'like' patterns are limited to {MAX_PATTERN} characters", path=path)
         if op in _ORDER and isinstance(value, bool):
             raise FilterError(f"{op!r} takes a number or a string, not a bool", path=path)
         return self.scalar(field, value, path)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,14 +52,14 @@ from .stores.sqlite import SqliteStore
 
 __all__ = ["MemOS", "user_cube_id"]
 
-_ID_RE = re.compile(r"^[^\x00-\x1f]{1,256}$")
+_ID_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 FINE_ADD = "fine_add"
 
 
 def _check_id(name: str, value: Any, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _ID_RE.match(value) or not value.strip():
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or not value.strip():
         raise InvalidInputError(f"{name} must be a non-empty string of at most 256 printable characters")
     return value
 
@@ -154,8 +155,11 @@ class MemOS:
         for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
             _check_id(name, value, required=False)
         tag_list = self._check_tags(tags)
-        if info is not None and not isinstance(info, Mapping):
-            raise InvalidInputError("info must be a dict")
+        info_dict = self._check_info(info)
+        if not async_mode and self._mode == "off":
+            raise NotSupportedError(
+                "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
+            )
         msgs = validate_messages(messages, self.limits)
         items = fast_items(
             msgs,
@@ -165,7 +169,7 @@ class MemOS:
             agent_id=agent_id,
             app_id=app_id,
             tags=tag_list,
-            info=dict(info or {}),
+            info=info_dict,
             embedding_model=self.embedder.model_id,
             window=self.window,
         )
@@ -189,10 +193,6 @@ class MemOS:
         return Envelope(data=AddData(task_id=task.task_id, memory_ids=ids, status=status))
 
     def _await(self, task_id: str) -> Task:
-        if self._mode == "off":
-            raise NotSupportedError(
-                "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
-            )
         return self.scheduler.wait(task_id)
 
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
@@ -204,13 +204,30 @@ class MemOS:
         )
         return [write]
 
-    @staticmethod
-    def _check_tags(tags: Sequence[str] | None) -> list[str]:
+    def _check_tags(self, tags: Sequence[str] | None) -> list[str]:
         if tags is None:
             return []
-        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+        if isinstance(tags, str) or not all(isinstance(t, str) and t.strip() for t in tags):
             raise InvalidInputError("tags must be a list of non-empty strings")
-        return list(dict.fromkeys(tags))
+        unique = list(dict.fromkeys(tags))
+        if len(unique) > self.limits.max_tags or any(len(t) > 256 for t in unique):
+            raise PayloadTooLargeError(f"at most {self.limits.max_tags} tags of at most 256 characters")
+        return unique
+
+    def _check_info(self, info: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``info`` must be a JSON object of bounded size (it is stored and filtered as JSON)."""
+        if info is None:
+            return {}
+        if not isinstance(info, Mapping) or not all(isinstance(k, str) for k in info):
+            raise InvalidInputError("info must be a dict with string keys")
+        try:
+            text = json.dumps(info, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"info must be JSON-serialisable: {exc}") from exc
+        if len(text.encode("utf-8")) > self.limits.max_info_bytes:
+            raise PayloadTooLargeError(f"info is larger than {self.limits.max_info_bytes} bytes as JSON")
+        loaded: dict[str, Any] = json.loads(text)
+        return loaded
 
     # ------------------------------------------------------------------ search
 
@@ -336,8 +353,7 @@ class MemOS:
                 f"memory has {len(memory)} characters; the limit is {self.limits.max_message_chars}"
             )
         tag_list = self._check_tags(tags) if tags is not None else None
-        if info is not None and not isinstance(info, Mapping):
-            raise InvalidInputError("info must be a dict")
+        info_dict = self._check_info(info) if info is not None else None
         vector = self.embedder.embed([memory])[0] if memory is not None else None
 
         for attempt in Retrying(
@@ -353,13 +369,13 @@ class MemOS:
                 new = old.evolve(
                     memory=memory if memory is not None else old.memory,
                     tags=tag_list if tag_list is not None else old.tags,
-                    info=dict(info) if info is not None else old.info,
+                    info=info_dict if info_dict is not None else old.info,
                     version=old.version + 1,
                     history=[*old.history, record],
                     updated_at=utcnow(),
                     embedding_model=self.embedder.model_id if vector is not None else old.embedding_model,
                 )
-                self.store.batch([PutItems([new], [vector], [old.version])])
+                self.store.batch([PutItems([new], [vector], [old.revision])])
         return Envelope(data=new)
 
     def delete_memory(

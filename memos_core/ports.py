@@ -47,9 +47,10 @@ class PutItems:
 
     items: Sequence[MemoryItem]
     embeddings: Sequence[np.ndarray | None] | None = None
-    #: Optimistic concurrency: per item, the version the stored row must still have
-    #: (``None`` = no check). A mismatch raises :class:`~memos_core.errors.ConflictError`.
-    if_versions: Sequence[int | None] | None = None
+    #: Optimistic concurrency: per item, the ``revision`` the stored row must still have
+    #: (``None`` = no check; ``0`` = must not exist yet). A mismatch raises
+    #: :class:`~memos_core.errors.ConflictError` and the whole batch is rolled back.
+    if_revisions: Sequence[int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,11 @@ class EnqueueTask:
 
 @dataclass(frozen=True)
 class CompleteTask:
-    """Mark a task completed in the same transaction as the writes before it."""
+    """Mark a task completed in the same transaction as the writes before it. With
+    ``worker``, only while that worker still holds the task's lease (else ConflictError)."""
 
     task_id: str
+    worker: str | None = None
 
 
 Op = (
@@ -219,11 +222,15 @@ class TaskQueue(Protocol):
     """Durable tasks: enqueue, claim with a lease, finish. Claimed tasks whose lease ran out
     (the worker died) are claimed again."""
 
-    def claim_task(self, worker: str, *, lease_seconds: float) -> tuple[Task, dict[str, Any]] | None: ...
+    def claim_task(
+        self, worker: str, *, lease_seconds: float, max_attempts: int | None = None
+    ) -> tuple[Task, dict[str, Any]] | None: ...
 
-    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> None: ...
+    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> bool: ...
 
-    def fail_task(self, task_id: str, error: str, *, retry_in: float | None) -> None: ...
+    def fail_task(
+        self, task_id: str, error: str, *, retry_in: float | None, worker: str | None = None
+    ) -> None: ...
 
     def get_task(self, task_id: str) -> Task | None: ...
 

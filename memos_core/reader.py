@@ -34,6 +34,8 @@ class Limits:
     max_message_chars: int = 100_000
     max_top_k: int = 100
     max_query_chars: int = 4000
+    max_tags: int = 100
+    max_info_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,10 @@ def refine(
     """The deterministic fine stage for the fast items ``memory_ids``.
 
     Returns the write to apply (one atomic batch with the task's completion) and the ids that
-    were merged into older duplicates. Items that changed or vanished since the add are
-    skipped; the write carries ``if_versions`` so a concurrent update wins over enrichment.
+    were merged into older duplicates. Refined items get ``mode="fine"``. Items no longer
+    active are skipped. The write carries ``if_revisions`` for every item it touches, so any
+    write in between (an update, a delete, another merge) makes it fail with ConflictError
+    and the task re-reads and tries again instead of writing back a stale copy.
     """
     current = [i for i in store.get(memory_ids) if i is not None and i.status == MemoryStatus.ACTIVATED.value]
     if not current:
@@ -192,7 +196,7 @@ def refine(
     expected: dict[str, int] = {}
     merged: list[str] = []
     for item in current:
-        new = enrich(item)
+        new = enrich(item).evolve(mode="fine")
         vec = vectors.get(item.id)
         dup = _older_duplicate(store, item, vec, dedup_threshold, dedup_overlap) if vec is not None else None
         if dup is not None and dup.id not in memory_ids:
@@ -200,7 +204,7 @@ def refine(
             known = {(s.message_id, s.conversation_id, s.chat_time) for s in base.sources}
             extra = [s for s in item.sources if (s.message_id, s.conversation_id, s.chat_time) not in known]
             out[dup.id] = base.evolve(sources=[*base.sources, *extra], updated_at=utcnow())
-            expected.setdefault(dup.id, dup.version)
+            expected.setdefault(dup.id, dup.revision)
             new = new.evolve(
                 status=MemoryStatus.ARCHIVED.value,
                 merged_into=dup.id,
@@ -213,7 +217,7 @@ def refine(
             )  # fmt: skip
             merged.append(item.id)
         out[item.id] = new
-        expected[item.id] = item.version
+        expected[item.id] = item.revision
     ids = list(out)
     return PutItems([out[i] for i in ids], None, [expected[i] for i in ids]), merged
 
@@ -221,11 +225,16 @@ def refine(
 def _older_duplicate(
     store: MemoryStore, item: MemoryItem, vec: np.ndarray, threshold: float, overlap: float
 ) -> MemoryItem | None:
-    """The older item this one repeats: cosine >= ``threshold`` *and* the same words
-    (``lexical_overlap`` >= ``overlap``), so "note 5" never merges into "note 6"."""
+    """The older active item this one repeats, in the same scope (conversation, agent, app,
+    type, tags and info), with cosine >= ``threshold`` *and* the same words
+    (``lexical_overlap`` >= ``overlap``), so "note 5" never merges into "note 6" and a merge
+    never moves a memory out of a conversation or a filter that found it."""
     where = F.and_(
         F.eq("status", MemoryStatus.ACTIVATED.value),
         F.eq("memory_type", item.memory_type),
+        F.eq("conversation_id", item.conversation_id),
+        F.eq("agent_id", item.agent_id),
+        F.eq("app_id", item.app_id),
         F.parse_filter({"created_at": {"lte": item.created_at}}),
         F.parse_filter({"id": {"ne": item.id}}),
     )
@@ -234,6 +243,8 @@ def _older_duplicate(
     for found in store.get(close) if close else []:
         if (
             found is not None
+            and sorted(found.tags) == sorted(item.tags)
+            and found.info == item.info
             and lexical_overlap(content_of(found.memory), content_of(item.memory)) >= overlap
         ):
             return found

@@ -20,7 +20,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from .errors import ConflictError, RuntimeFailure, TaskNotFoundError
+from .errors import ConflictError, RequestError, RuntimeFailure, TaskNotFoundError
 from .ports import CompleteTask, MemoryStore, Op, TaskQueue
 from .schema import Task, TaskStatus
 
@@ -106,7 +106,9 @@ class MemScheduler:
     def run_once(self) -> bool:
         """Claim and run one ready task. Returns False when none was ready."""
         with self._lock:
-            claimed = self._queue.claim_task(self.worker, lease_seconds=self.lease_seconds)
+            claimed = self._queue.claim_task(
+                self.worker, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts
+            )
             if claimed is None:
                 return False
             task, payload = claimed
@@ -138,10 +140,13 @@ class MemScheduler:
     def _execute(self, task: Task, payload: dict[str, Any]) -> None:
         handler = self.handlers.get(task.kind)
         if handler is None:
-            self._queue.fail_task(task.task_id, f"no handler for task kind {task.kind!r}", retry_in=None)
+            self._fail(task, f"no handler for task kind {task.kind!r}", retry_in=None)
             return
+        stop_heartbeat = self._heartbeat(task.task_id)
         try:
             # In-place retries for races and busy stores: the handler re-reads on each try.
+            # The completion names this worker, so if our lease was lost meanwhile the whole
+            # write rolls back instead of racing the worker that took the task over.
             for attempt in Retrying(
                 retry=retry_if_exception_type((ConflictError, RuntimeFailure)),
                 wait=wait_exponential(multiplier=self.retry_base / 10, max=2.0),
@@ -150,12 +155,13 @@ class MemScheduler:
             ):
                 with attempt:
                     ops = list(handler(payload))
-                    self.store.batch([*ops, CompleteTask(task.task_id)])
+                    self.store.batch([*ops, CompleteTask(task.task_id, self.worker)])
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            if task.attempts >= self.max_attempts:
+            if isinstance(exc, RequestError) or task.attempts >= self.max_attempts:
+                # A bad request fails the same way every time: do not retry it.
                 log.error("task %s (%s) failed for good: %s", task.task_id, task.kind, error)
-                self._queue.fail_task(task.task_id, error, retry_in=None)
+                self._fail(task, error, retry_in=None)
             else:
                 delay = self.retry_base * (2 ** (task.attempts - 1))
                 log.warning(
@@ -165,4 +171,30 @@ class MemScheduler:
                     delay,
                     error,
                 )
-                self._queue.fail_task(task.task_id, error, retry_in=delay)
+                self._fail(task, error, retry_in=delay)
+        finally:
+            stop_heartbeat()
+
+    def _fail(self, task: Task, error: str, *, retry_in: float | None) -> None:
+        self._queue.fail_task(task.task_id, error, retry_in=retry_in, worker=self.worker)
+
+    def _heartbeat(self, task_id: str) -> Callable[[], None]:
+        """Renew the task's lease every third of its length while the handler runs."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                try:
+                    if not self._queue.renew_task(task_id, self.worker, lease_seconds=self.lease_seconds):
+                        return  # taken over; our completion will be refused
+                except Exception:
+                    log.exception("could not renew the lease of task %s", task_id)
+
+        thread = threading.Thread(target=beat, name=f"memos-lease-{task_id[:8]}", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            done.set()
+            thread.join(timeout=5)
+
+        return stop

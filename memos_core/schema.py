@@ -59,7 +59,10 @@ def parse_time(value: str | datetime) -> datetime:
         dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:00-05:00 is past year 9999 in UTC
+        raise ValueError(f"time {value!s} is out of range") from exc
 
 
 def format_time(dt: datetime) -> str:
@@ -125,8 +128,10 @@ class Message(BaseModel):
             value = (
                 parse_time(value) if value.strip().endswith("Z") else datetime.fromisoformat(value.strip())
             )
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+        if isinstance(value, datetime):
+            parse_time(value)  # range check: the stored form is UTC
+            if value.tzinfo is None:
+                return value.replace(tzinfo=timezone.utc)
         return value
 
     @property
@@ -214,6 +219,9 @@ class MemoryItem(BaseModel):
     last_accessed_at: datetime | None = None
     confidence: float = 1.0
     embedding_model: str | None = None
+    #: Set by the store: bumped by every write of the row (content or not). Pass the value
+    #: you read as ``PutItems.if_revisions`` to write only if nobody wrote in between.
+    revision: int = 0
 
     @field_validator("created_at", "updated_at", "event_time", "last_accessed_at", mode="before")
     @classmethod

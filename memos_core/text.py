@@ -141,6 +141,13 @@ def _number(token: str) -> int:
 
 
 def _resolve(kind: str, m: re.Match[str], anchor: datetime) -> datetime | None:
+    try:
+        return _resolve_unchecked(kind, m, anchor)
+    except (ValueError, OverflowError):  # "10000 years ago", "in 999999999999 days"
+        return None
+
+
+def _resolve_unchecked(kind: str, m: re.Match[str], anchor: datetime) -> datetime | None:
     day = timedelta(days=1)
     if kind == "dby":
         return anchor - 2 * day
@@ -177,19 +184,12 @@ def _resolve(kind: str, m: re.Match[str], anchor: datetime) -> datetime | None:
         if which == "last":
             return anchor - (delta or 7) * day
         return anchor - delta * day  # "on friday" in a chat mostly refers to the past one
-    try:
-        if kind == "iso":
-            return anchor.replace(year=int(m.group(1)), month=int(m.group(2)), day=int(m.group(3)))
-        if kind == "dmy":
-            return anchor.replace(
-                year=int(m.group(3)), month=_MONTHS.index(m.group(2)) + 1, day=int(m.group(1))
-            )
-        if kind == "mdy":
-            return anchor.replace(
-                year=int(m.group(3)), month=_MONTHS.index(m.group(1)) + 1, day=int(m.group(2))
-            )
-    except ValueError:
-        return None
+    if kind == "iso":
+        return anchor.replace(year=int(m.group(1)), month=int(m.group(2)), day=int(m.group(3)))
+    if kind == "dmy":
+        return anchor.replace(year=int(m.group(3)), month=_MONTHS.index(m.group(2)) + 1, day=int(m.group(1)))
+    if kind == "mdy":
+        return anchor.replace(year=int(m.group(3)), month=_MONTHS.index(m.group(1)) + 1, day=int(m.group(2)))
     if kind == "cn_day":
         return anchor + _CN_DAY[m.group(0)] * day
     if kind == "cn_unit":

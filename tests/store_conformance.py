@@ -80,7 +80,8 @@ class MemoryStoreConformance:
         put(store, original)
         got = store.get([original.id])[0]
         assert got is not None
-        assert got.model_dump() == original.model_dump()
+        assert got.model_dump(exclude={"revision"}) == original.model_dump(exclude={"revision"})
+        assert got.revision == 1  # the store numbers the writes of a row
 
     def test_get_returns_none_for_unknown_ids_in_order(self, store: MemoryStore) -> None:
         """get() must align its result with the ids asked for."""
@@ -95,19 +96,41 @@ class MemoryStoreConformance:
         hits = store.search_vector(["cube-a"], EMB.embed(["red apples in the orchard"])[0], limit=1)
         assert hits and hits[0].id == a.id
 
+    def test_vectors_of_another_dimension_are_refused(self, store: MemoryStore) -> None:
+        """A cube holds one embedding space: a vector of another size is a clear error before
+        anything is written (opening a folder with the wrong embedder)."""
+        put(store, item("first"))
+        other = item("second")
+        with pytest.raises(InvalidInputError, match="dimension"):
+            store.put([other], [np.ones(7, dtype=np.float32)])
+        assert store.get([other.id]) == [None]
+        with pytest.raises(InvalidInputError, match="dimensions"):
+            store.search_vector(["cube-a"], np.ones(7, dtype=np.float32), limit=1)
+
     def test_ids_cannot_move_between_cubes(self, store: MemoryStore) -> None:
         """A put must never re-home an existing id into another cube (tenant isolation)."""
         a = put(store, item("mine", cube="cube-a"))[0]
         with pytest.raises(InvalidInputError):
             store.put([a.evolve(cube_id="cube-b")])
 
-    def test_if_versions_detects_concurrent_change(self, store: MemoryStore) -> None:
-        """PutItems.if_versions is the optimistic-concurrency guard used by update_memory."""
+    def test_if_revisions_detects_every_concurrent_write(self, store: MemoryStore) -> None:
+        """PutItems.if_revisions guards read-modify-write (update, fine stage): any write in
+        between — an update, a soft delete — makes a stale write fail instead of undoing it."""
         a = put(store, item("v1"))[0]
-        store.batch([PutItems([a.evolve(memory="v2", version=2)], None, [1])])
+        read = store.get([a.id])[0]
+        assert read is not None and read.revision == 1
+        store.batch([PutItems([read.evolve(memory="v2", version=2)], None, [1])])
         with pytest.raises(ConflictError):
-            store.batch([PutItems([a.evolve(memory="v2b", version=2)], None, [1])])
+            store.batch([PutItems([read.evolve(memory="v2b", version=2)], None, [1])])
         assert store.get([a.id])[0].memory == "v2"  # type: ignore[union-attr]
+        fresh = store.get([a.id])[0]
+        assert fresh is not None and fresh.revision == 2
+        store.delete(["cube-a"], ids=[a.id])
+        with pytest.raises(ConflictError):  # a stale copy must not resurrect a deleted item
+            store.batch([PutItems([fresh.evolve(tags=["enriched"])], None, [fresh.revision])])
+        assert store.get([a.id])[0].status == "deleted"  # type: ignore[union-attr]
+        with pytest.raises(ConflictError):  # 0 means "must not exist yet"
+            store.batch([PutItems([fresh], None, [0])])
 
     def test_batch_is_atomic(self, store: MemoryStore) -> None:
         """A failing op must roll back the writes before it in the same batch."""
@@ -140,6 +163,7 @@ class MemoryStoreConformance:
         got = store.get([a.id])[0]
         assert got is not None and got.status == "deleted"
         assert a.id not in [h.id for h in store.search_vector(["cube-a"], EMB.embed([a.memory])[0], limit=5)]
+        assert a.id not in [h.id for h in store.search_text(["cube-a"], "keep around", limit=5)]
         assert store.delete(["cube-a"], ids=[b.id], hard=True) == 1
         assert store.get([b.id]) == [None]
         assert b.id not in [h.id for h in store.search_text(["cube-a"], "erase entirely", limit=5)]
@@ -258,11 +282,32 @@ class MemoryStoreConformance:
         assert again is not None and again[0].attempts == 2
         q.fail_task("t1", "boom", retry_in=0.0)  # type: ignore[attr-defined]
         assert q.get_task("t1").status == TaskStatus.QUEUED  # type: ignore[attr-defined]
-        assert q.claim_task("w3", lease_seconds=30) is not None  # type: ignore[attr-defined]
-        store.batch([PutItems([a.evolve(tags=["done"])]), CompleteTask("t1")])
+        assert q.claim_task("w3", lease_seconds=30)[0].attempts == 3  # type: ignore[attr-defined, index]
+        with pytest.raises(ConflictError):  # w2 lost the task to w3: its write is refused
+            store.batch([PutItems([a.evolve(tags=["stale"])]), CompleteTask("t1", "w2")])
+        q.fail_task("t1", "stale worker", retry_in=None, worker="w2")  # type: ignore[attr-defined]
+        assert q.get_task("t1").status == TaskStatus.RUNNING  # type: ignore[attr-defined]
+        assert store.get([a.id])[0].tags == []  # type: ignore[union-attr]
+        store.batch([PutItems([a.evolve(tags=["done"])]), CompleteTask("t1", "w3")])
         done = q.get_task("t1")  # type: ignore[attr-defined]
         assert done.status == TaskStatus.COMPLETED and done.error is None
+        assert store.get([a.id])[0].tags == ["done"]  # type: ignore[union-attr]
         assert q.pending_tasks() == 0  # type: ignore[attr-defined]
+
+    def test_task_whose_workers_keep_dying_is_failed(self, store: MemoryStore) -> None:
+        """A task that kills its worker every time is failed after max_attempts claims, not
+        re-claimed forever."""
+        if not store.supports_tasks:
+            pytest.skip("backend has no task queue")
+        now = datetime.now(timezone.utc)
+        task = Task(task_id="t3", kind="k", status=TaskStatus.QUEUED, created_at=now, updated_at=now)
+        store.batch([EnqueueTask(task, {})])
+        for _ in range(2):
+            assert store.claim_task("w", lease_seconds=0.01, max_attempts=2) is not None  # type: ignore[attr-defined]
+            time.sleep(0.05)  # the worker "dies": its lease runs out
+        assert store.claim_task("w", lease_seconds=30, max_attempts=2) is None  # type: ignore[attr-defined]
+        failed = store.get_task("t3")  # type: ignore[attr-defined]
+        assert failed.status == TaskStatus.FAILED and "worker lost 2 times" in failed.error
 
     def test_task_fails_for_good(self, store: MemoryStore) -> None:
         """fail_task(retry_in=None) leaves the task failed with its error, never claimed again."""

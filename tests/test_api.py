@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from memos_core import (
+    ConflictError,
     FilterError,
     InvalidInputError,
     KnowledgeBaseNotFoundError,
@@ -170,13 +171,58 @@ def test_delete_soft_hard_and_selectors(mem: MemOS) -> None:
 
 
 def test_duplicate_adds_merge_without_losing_ids(mem: MemOS) -> None:
-    first = mem.add_message(CONV, user_id="u", async_mode=False).data.memory_ids[0]
-    second = mem.add_message(CONV, user_id="u", conversation_id="again", async_mode=False).data.memory_ids[0]
+    first = mem.add_message(CONV, user_id="u", conversation_id="c1", async_mode=False).data.memory_ids[0]
+    resent = [{**m, "id": m["id"] + "-resent"} for m in CONV]
+    second = mem.add_message(resent, user_id="u", conversation_id="c1", async_mode=False).data.memory_ids[0]
     merged = mem.get_memory(second).data
     assert merged.merged_into == first and merged.status == "archived"
+    assert merged.history[-1].reason == f"merged into {first}"
     survivor = mem.get_memory(first).data
-    assert {s.conversation_id for s in survivor.sources} == {None, "again"}
+    assert [s.message_id for s in survivor.sources] == ["m1", "m2", "m1-resent", "m2-resent"]
+    assert survivor.mode == "fine"
     assert ids_of(mem.search_memory("Python projects", user_id="u")) == [first]
+    assert ids_of(mem.search_memory("Python projects", user_id="u", conversation_id="c1")) == [first]
+
+
+def test_merging_never_crosses_scopes(mem: MemOS) -> None:
+    """The same words in another conversation, agent or with other tags stay separate, so a
+    scoped search or a tag filter keeps finding them."""
+    a = mem.add_message(CONV, user_id="u", conversation_id="c1", async_mode=False).data.memory_ids[0]
+    b = mem.add_message(CONV, user_id="u", conversation_id="c2", async_mode=False).data.memory_ids[0]
+    c = mem.add_message(
+        CONV, user_id="u", conversation_id="c1", tags=["work"], async_mode=False
+    ).data.memory_ids[0]
+    d = mem.add_message(
+        CONV, user_id="u", conversation_id="c1", agent_id="bot", async_mode=False
+    ).data.memory_ids[0]
+    assert all(mem.get_memory(i).data.status == "activated" for i in (a, b, c, d))
+    assert ids_of(mem.search_memory("Python projects", user_id="u", conversation_id="c2")) == [b]
+    assert ids_of(mem.search_memory("Python projects", user_id="u", filter={"tags": "work"})) == [c]
+
+
+def test_fine_stage_never_resurrects_a_deleted_memory(mem: MemOS) -> None:
+    """Delete while the fine stage is pending: the task completes and the memory stays deleted."""
+    r = mem.add_message(CONV, user_id="u")
+    mem.delete_memory(r.data.memory_ids)
+    mem.run_pending()
+    assert mem.get_task_status(r.data.task_id).data[0].status == TaskStatus.COMPLETED
+    assert mem.get_memory(r.data.memory_ids[0]).data.status == "deleted"
+
+
+def test_a_stale_fine_stage_write_is_refused_then_redone(mem: MemOS) -> None:
+    """The fine stage read an item, then the user updated it: the stale enrichment must not
+    overwrite the update (revision check), and a re-run enriches the new text."""
+    from memos_core.reader import refine
+
+    mid = mem.add_message(CONV, user_id="u").data.memory_ids[0]
+    stale_write, _ = refine(mem.store, [mid])
+    mem.update_memory(mid, memory="The user learns Rust since yesterday")
+    with pytest.raises(ConflictError):
+        mem.store.batch([stale_write])
+    assert mem.get_memory(mid).data.memory == "The user learns Rust since yesterday"
+    mem.run_pending()
+    item = mem.get_memory(mid).data
+    assert item.memory == "The user learns Rust since yesterday" and "rust" in item.keywords
 
 
 def test_bad_requests_raise_specific_errors(tmp_path: Path, mem: MemOS) -> None:
@@ -215,7 +261,37 @@ def test_bad_requests_raise_specific_errors(tmp_path: Path, mem: MemOS) -> None:
     with pytest.raises(PayloadTooLargeError, match="characters"):
         small.add_message([{"role": "user", "content": "x" * 11}], user_id="u")
     small.close()
+    with pytest.raises(InvalidInputError, match="JSON"):
+        mem.add_message(CONV, user_id="u", info={"o": object()})
+    with pytest.raises(InvalidInputError, match="chat_time"):
+        mem.add_message(
+            [{"role": "user", "content": "x", "chat_time": "9999-12-31T23:00:00-05:00"}], user_id="u"
+        )
+    with pytest.raises(PayloadTooLargeError, match="tags"):
+        mem.add_message(CONV, user_id="u", tags=[f"t{i}" for i in range(101)])
+    with pytest.raises(PayloadTooLargeError, match="info"):
+        mem.add_message(CONV, user_id="u", info={"blob": "x" * 70_000})
+    with pytest.raises(FilterError, match="limited"):
+        mem.search_memory("x", user_id="u", filter={"memory": {"like": "%" * 5000}})
+    with pytest.raises(InvalidInputError, match="user_id"):
+        mem.add_message(CONV, user_id="u\n")
+    assert mem.list_memories("u").data.total == 0  # none of the refused adds wrote anything
     assert issubclass(FilterError, RequestError) and issubclass(PayloadTooLargeError, RequestError)
+
+
+def test_odd_dates_in_text_never_fail_the_fine_stage(mem: MemOS) -> None:
+    r = mem.add_message(
+        [{"role": "user", "content": "we met 10000 years ago, see you in 999999999999 days, on 2023-02-30"}],
+        user_id="u", async_mode=False,
+    )  # fmt: skip
+    assert r.data.status == TaskStatus.COMPLETED
+
+
+def test_async_false_without_scheduler_writes_nothing(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
+    with MemOS(tmp_path / "off", embedder=real_embedder, scheduler="off") as m:
+        with pytest.raises(NotSupportedError, match="scheduler"):
+            m.add_message(CONV, user_id="u", async_mode=False)
+        assert m.list_memories("u").data.total == 0
 
 
 def test_content_parts_are_kept_as_text(mem: MemOS) -> None:

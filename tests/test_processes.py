@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -54,33 +55,54 @@ def _spawn(
 
 
 def test_two_processes_write_500_each_concurrently(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
-    """Two writers at once: no error reaches either, and all 1000 memories are searchable."""
+    """Two writers at once while this process keeps searching: no error reaches anyone, and
+    all 1000 memories are searchable afterwards — through this process's long-lived vector
+    view, which must have caught up with the other processes' writes."""
     folder = tmp_path / "data"
-    MemOS(folder, embedder=real_embedder, scheduler="off").close()  # create the schema once
-    procs = [_spawn(folder, tag, 500) for tag in ("a", "b")]
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    records = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-        assert "locked" not in err and "Traceback" not in err, err
-        records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert len(records) == 1000
+    with MemOS(folder, embedder=real_embedder, scheduler="inline") as watcher:
+        assert ids_of(watcher.search_memory("crate", user_id="shared")) == []  # loads the empty cube
+        procs = [_spawn(folder, tag, 500) for tag in ("a", "b")]
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        # Drain the writers' pipes in threads (a full pipe would block them) while searching.
+        outputs: dict[int, tuple[str, str]] = {}
 
-    with MemOS(folder, embedder=real_embedder, scheduler="inline") as mem:
-        assert mem.list_memories("shared", limit=1).data.total == 1000
-        mem.run_pending()
-        statuses = {mem.get_task_status(r["task"]).data[0].status for r in records}
+        def drain(proc: subprocess.Popen[str]) -> None:
+            outputs[proc.pid] = proc.communicate(timeout=600)
+
+        readers = [threading.Thread(target=drain, args=(p,)) for p in procs]
+        for t in readers:
+            t.start()
+        seen_during = 0
+        while any(t.is_alive() for t in readers):
+            hits = watcher.search_memory("crate holds item", user_id="shared")
+            seen_during = max(seen_during, len(ids_of(hits)))
+            time.sleep(0.2)
+        records = []
+        for p in procs:
+            out, err = outputs[p.pid]
+            assert p.returncode == 0, err
+            assert "locked" not in err and "Traceback" not in err, err
+            records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert len(records) == 1000
+        assert seen_during > 0  # the watcher saw writes while they happened
+
+        assert watcher.list_memories("shared", limit=1).data.total == 1000
+        watcher.run_pending()
+        statuses = {watcher.get_task_status(r["task"]).data[0].status for r in records}
         assert statuses == {TaskStatus.COMPLETED}
         missing = []
         for r in records:
-            hits = mem.search_memory(r["text"], user_id="shared", top_k=5).data.memory_detail_list
+            hits = watcher.search_memory(r["text"], user_id="shared", top_k=5).data.memory_detail_list
             if r["ids"][0] not in [h.id for h in hits]:
                 missing.append(r["text"])
         assert missing == []
+
+
+def ids_of(resp) -> list[str]:  # type: ignore[no-untyped-def]
+    return [h.id for h in resp.data.memory_detail_list]
 
 
 def test_sigkill_mid_batch_loses_no_acknowledged_add(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]

@@ -43,6 +43,7 @@ ITEM_COLUMNS = (
     "last_accessed_at",
     "confidence",
     "embedding_model",
+    "revision",
 )
 
 ITEMS_DDL = """
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS items (
     last_accessed_at TEXT,
     confidence REAL NOT NULL DEFAULT 1.0,
     embedding_model TEXT,
+    revision INTEGER NOT NULL DEFAULT 1,
     embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS items_cube ON items(cube_id, status);

@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from .. import filters as F
+from ..embedders import text_hash
 from ..errors import ConflictError, InvalidInputError, StoreBusyError, StoreError
 from ..ports import (
     CompleteTask,
@@ -49,6 +52,8 @@ from ..text import tokenize
 from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, SCHEMA_VERSION, item_to_row, row_to_item
 
 __all__ = ["SqliteStore"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -95,8 +100,9 @@ _UPSERT = (
     + ", ".join(
         f"{c} = excluded.{c}"
         for c in ITEM_COLUMNS
-        if c not in ("id", "cube_id", "access_count", "last_accessed_at")
+        if c not in ("id", "cube_id", "access_count", "last_accessed_at", "revision")
     )
+    + ", revision = items.revision + 1"
     + ", access_count = MAX(items.access_count, excluded.access_count)"
     + ", last_accessed_at = COALESCE(MAX(items.last_accessed_at, excluded.last_accessed_at),"
     " items.last_accessed_at, excluded.last_accessed_at)"
@@ -122,25 +128,29 @@ def _in(values: Sequence[str]) -> str:
 
 
 class _CubeVectors:
-    """The vectors of one cube as a dense matrix (rows appended, removed by swap)."""
+    """The vectors of one cube as a dense matrix (rows appended, removed by swap), and the
+    position in the change log this view is current to."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self) -> None:
         self.ids: list[str] = []
         self.row: dict[str, int] = {}
-        self.mat = np.zeros((0, dim), dtype=np.float32)
+        self.mat = np.zeros((0, 0), dtype=np.float32)
+        self.seen = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.mat.shape[1])
 
     def upsert(self, item_id: str, vec: np.ndarray) -> None:
-        if vec.shape[0] != self.mat.shape[1]:
-            if self.ids:
-                raise StoreError(
-                    f"vector of dimension {vec.shape[0]} does not match the cube's {self.mat.shape[1]}"
-                )
+        if not self.ids and vec.shape[0] != self.dim:
             self.mat = np.zeros((0, vec.shape[0]), dtype=np.float32)
+        if vec.shape[0] != self.dim:
+            raise StoreError(f"vector of dimension {vec.shape[0]} does not match the cube's {self.dim}")
         i = self.row.get(item_id)
         if i is None:
             i = len(self.ids)
             if i == self.mat.shape[0]:
-                grown = np.zeros((max(64, 2 * i), self.mat.shape[1]), dtype=np.float32)
+                grown = np.zeros((max(64, 2 * i), self.dim), dtype=np.float32)
                 grown[:i] = self.mat[:i]
                 self.mat = grown
             self.ids.append(item_id)
@@ -160,10 +170,9 @@ class _CubeVectors:
         self.ids.pop()
 
     def scores(self, vec: np.ndarray) -> np.ndarray:
-        n = len(self.ids)
-        if n == 0 or vec.shape[0] != self.mat.shape[1]:
+        if not self.ids:
             return np.zeros(0, dtype=np.float32)
-        result: np.ndarray = self.mat[:n] @ vec
+        result: np.ndarray = self.mat[: len(self.ids)] @ vec
         return result
 
 
@@ -192,8 +201,7 @@ class SqliteStore(MemoryStore):
         self._conns_lock = threading.Lock()
         self._vec_lock = threading.RLock()
         self._cubes: dict[str, _CubeVectors] = {}
-        self._seen_seq = 0
-        self._dim = 0
+        self._dims: dict[str, int] = {}
 
     @classmethod
     def from_path(cls, folder: str | Path, **kwargs: Any) -> SqliteStore:
@@ -215,6 +223,7 @@ class SqliteStore(MemoryStore):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+                conn.execute("PRAGMA secure_delete=ON")  # erased text does not linger in free pages
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
             self._local.conn = conn
@@ -224,7 +233,7 @@ class SqliteStore(MemoryStore):
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            retry=retry_if_exception_type(sqlite3.OperationalError),
+            retry=retry_if_exception(_is_busy),
             wait=wait_random_exponential(multiplier=0.01, max=0.5),
             stop=stop_after_delay(self._busy_timeout),
             reraise=True,
@@ -239,13 +248,15 @@ class SqliteStore(MemoryStore):
                     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     try:
                         result = fn(conn)
+                        conn.execute("COMMIT")
                     except BaseException:
-                        conn.execute("ROLLBACK")
+                        if conn.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
                         raise
-                    conn.execute("COMMIT")
                     return result
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 raise StoreBusyError(f"store stayed locked for {self._busy_timeout}s: {exc}") from exc
             raise StoreError(f"sqlite error: {exc}") from exc
         except sqlite3.Error as exc:
@@ -294,7 +305,14 @@ class SqliteStore(MemoryStore):
 
         results = self._run(apply, write=write)
         if write:
-            self._catch_up()
+            # The write is committed: refreshing this process's vector view must not turn it
+            # into a reported failure. On trouble, drop the view; the next search reloads it.
+            try:
+                self._catch_up()
+            except Exception:
+                log.exception("vector index catch-up failed; reloading on next search")
+                with self._vec_lock:
+                    self._cubes.clear()
         return results
 
     def _apply(self, conn: sqlite3.Connection, op: Op) -> Any:
@@ -315,35 +333,53 @@ class SqliteStore(MemoryStore):
         if isinstance(op, EnqueueTask):
             return self._enqueue(conn, op)
         if isinstance(op, CompleteTask):
-            return self._complete(conn, op.task_id)
+            return self._complete(conn, op)
         raise InvalidInputError(f"unknown store operation {op!r}")
 
     # ------------------------------------------------------------------ items
 
     def _put(self, conn: sqlite3.Connection, op: PutItems) -> None:
         embeddings = op.embeddings or [None] * len(op.items)
-        versions = op.if_versions or [None] * len(op.items)
-        if len(embeddings) != len(op.items) or len(versions) != len(op.items):
-            raise InvalidInputError("PutItems: embeddings/if_versions must align with items")
-        for item, vec, expected in zip(op.items, embeddings, versions, strict=True):
-            old = conn.execute("SELECT seq, cube_id, version FROM items WHERE id = ?", (item.id,)).fetchone()
+        revisions = op.if_revisions or [None] * len(op.items)
+        if len(embeddings) != len(op.items) or len(revisions) != len(op.items):
+            raise InvalidInputError("PutItems: embeddings/if_revisions must align with items")
+        for item, vec, expected in zip(op.items, embeddings, revisions, strict=True):
+            old = conn.execute("SELECT seq, cube_id, revision FROM items WHERE id = ?", (item.id,)).fetchone()
             if old is not None and old["cube_id"] != item.cube_id:
                 raise InvalidInputError(f"item {item.id} belongs to another cube; ids cannot move")
-            if expected is not None and (old is None or old["version"] != expected):
-                found = None if old is None else old["version"]
-                raise ConflictError(f"item {item.id} is at version {found}, expected {expected}")
+            found = 0 if old is None else old["revision"]
+            if expected is not None and found != expected:
+                raise ConflictError(f"item {item.id} is at revision {found}, expected {expected}")
+            if vec is not None:
+                self._check_dim(conn, item.cube_id, vec)
             row = item_to_row(item, vec)
+            row["revision"] = 1  # on insert; an update bumps the stored revision instead
             seq = conn.execute(_UPSERT, [row[c] for c in ITEM_COLUMNS] + [row["embedding"]]).fetchone()[0]
             conn.execute("DELETE FROM items_fts WHERE rowid = ?", (seq,))
             conn.execute("INSERT INTO items_fts(rowid, text) VALUES (?, ?)", (seq, _fts_text(item)))
             conn.execute("INSERT INTO changes(cube_id, item_id) VALUES (?, ?)", (item.cube_id, item.id))
             if vec is not None and item.embedding_model:
-                from ..embedders import text_hash
-
                 conn.execute(
                     "INSERT OR IGNORE INTO embed_cache(model_id, text_hash, vector) VALUES (?, ?, ?)",
                     (item.embedding_model, text_hash(item.memory), row["embedding"]),
                 )
+
+    def _check_dim(self, conn: sqlite3.Connection, cube_id: str, vec: np.ndarray) -> None:
+        """Refuse a vector whose dimension differs from the cube's (another embedder)."""
+        dim = self._dims.get(cube_id)
+        if dim is None:
+            row = conn.execute(
+                "SELECT length(embedding) / 4 FROM items WHERE cube_id = ? AND embedding IS NOT NULL LIMIT 1",
+                (cube_id,),
+            ).fetchone()
+            if row is None:
+                return
+            dim = self._dims[cube_id] = int(row[0])
+        if int(np.asarray(vec).shape[-1]) != dim:
+            raise InvalidInputError(
+                f"cube {cube_id!r} holds {dim}-dimensional vectors; this one has {np.asarray(vec).shape[-1]} "
+                "(open the folder with the embedder it was built with, or re-embed the cube)"
+            )
 
     def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
         found: dict[str, MemoryItem] = {}
@@ -372,15 +408,23 @@ class SqliteStore(MemoryStore):
         if op.ids is None and op.where is None:
             raise InvalidInputError("delete needs ids or a filter")
         sql, params = self._scope_sql(op.cube_ids, op.ids, op.where)
-        rows = conn.execute(f"SELECT seq, id, cube_id FROM items WHERE {sql}", params).fetchall()
+        rows = conn.execute(
+            f"SELECT seq, id, cube_id, memory, embedding_model FROM items WHERE {sql}", params
+        ).fetchall()
         now = format_time(utcnow())
         for row in rows:
             if op.hard:
                 conn.execute("DELETE FROM items WHERE seq = ?", (row["seq"],))
                 conn.execute("DELETE FROM items_fts WHERE rowid = ?", (row["seq"],))
+                conn.execute(
+                    "DELETE FROM embed_cache WHERE model_id = ? AND text_hash = ?",
+                    (row["embedding_model"] or "", text_hash(row["memory"])),
+                )
             else:
                 conn.execute(
-                    "UPDATE items SET status = 'deleted', updated_at = ? WHERE seq = ?", (now, row["seq"])
+                    "UPDATE items SET status = 'deleted', updated_at = ?, revision = revision + 1 "
+                    "WHERE seq = ?",
+                    (now, row["seq"]),
                 )
             conn.execute("INSERT INTO changes(cube_id, item_id) VALUES (?, ?)", (row["cube_id"], row["id"]))
         return len(rows)
@@ -402,7 +446,7 @@ class SqliteStore(MemoryStore):
         rows = conn.execute(
             "SELECT items.id AS id, bm25(items_fts) AS rank FROM items_fts "
             "JOIN items ON items.seq = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND {sql} ORDER BY rank LIMIT ?",
+            f"WHERE items_fts MATCH ? AND items.status != 'deleted' AND {sql} ORDER BY rank LIMIT ?",
             [match, *params, op.limit],
         ).fetchall()
         return [ScoredId(-float(r["rank"]), r["id"]) for r in rows]
@@ -432,43 +476,54 @@ class SqliteStore(MemoryStore):
     # ------------------------------------------------------------------ vectors
 
     def _catch_up(self) -> None:
-        """Apply changes committed (by any process) since this process last looked."""
+        """Apply changes committed (by any process) since each loaded cube was last brought
+        up to date. Each cube keeps its own position in the change log, so a cube loaded
+        from an older snapshot than the others still replays what it missed."""
         with self._vec_lock:
             if not self._cubes:
                 return
+            since = min(c.seen for c in self._cubes.values())
 
-            def read(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]] | None:
+            def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]] | None:
                 pruned = conn.execute("SELECT value FROM meta WHERE key = 'changes_pruned_upto'").fetchone()
-                if pruned is not None and int(pruned[0]) > self._seen_seq:
-                    return None  # the log no longer reaches back to us: reload from the items
+                if pruned is not None and int(pruned[0]) > since:
+                    return None  # the log no longer reaches back that far: reload from the items
                 rows = conn.execute(
-                    "SELECT seq, cube_id, item_id FROM changes WHERE seq > ? ORDER BY seq",
-                    (self._seen_seq,),
+                    "SELECT seq, cube_id, item_id FROM changes WHERE seq > ? ORDER BY seq", (since,)
                 ).fetchall()
-                changed = sorted({r["item_id"] for r in rows if r["cube_id"] in self._cubes})
+                changed = sorted(
+                    {
+                        r["item_id"]
+                        for r in rows
+                        if r["cube_id"] in self._cubes and r["seq"] > self._cubes[r["cube_id"]].seen
+                    }
+                )
                 items: list[sqlite3.Row] = []
                 for chunk in _chunks(changed, 500):
                     items += conn.execute(
                         f"SELECT id, cube_id, status, embedding FROM items WHERE id IN ({_in(chunk)})", chunk
                     ).fetchall()
-                present = {r["id"] for r in items}
-                for r in rows:  # hard-deleted ids have no row any more
-                    if r["cube_id"] in self._cubes and r["item_id"] not in present:
-                        self._cubes[r["cube_id"]].remove(r["item_id"])
-                return (rows[-1]["seq"] if rows else self._seen_seq), items
+                return rows, items
 
             caught = self._run(read, write=False)
             if caught is None:
                 self._cubes.clear()
                 return
-            last, items = caught
-            for r in items:
-                cube = self._cubes[r["cube_id"]]
-                if r["status"] == "deleted" or r["embedding"] is None:
-                    cube.remove(r["id"])
+            rows, items = caught
+            fresh = {r["id"]: r for r in items}
+            for r in rows:
+                cube = self._cubes.get(r["cube_id"])
+                if cube is None or r["seq"] <= cube.seen:
+                    continue
+                row = fresh.get(r["item_id"])
+                if row is None or row["status"] == "deleted" or row["embedding"] is None:
+                    cube.remove(r["item_id"])  # hard-deleted ids have no row any more
                 else:
-                    cube.upsert(r["id"], np.frombuffer(r["embedding"], dtype=np.float32))
-            self._seen_seq = last
+                    cube.upsert(row["id"], np.frombuffer(row["embedding"], dtype=np.float32))
+            if rows:
+                last = rows[-1]["seq"]
+                for cube in self._cubes.values():
+                    cube.seen = max(cube.seen, last)
 
     def _prune_changes(self, conn: sqlite3.Connection) -> None:
         """Keep the change log bounded: drop all but the last ``CHANGES_KEPT`` entries once it
@@ -486,13 +541,14 @@ class SqliteStore(MemoryStore):
             )
 
     def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> _CubeVectors:
+        """The cube's vectors as of ``conn``'s snapshot, remembering that snapshot's position
+        in the change log so later catch-ups replay everything after it."""
         with self._vec_lock:
             cube = self._cubes.get(cube_id)
             if cube is not None:
                 return cube
-            if not self._cubes:
-                self._seen_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            cube = _CubeVectors(self._dim or 384)
+            cube = _CubeVectors()
+            cube.seen = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
             rows = conn.execute(
                 "SELECT id, embedding FROM items WHERE cube_id = ? AND status != 'deleted' "
                 "AND embedding IS NOT NULL ORDER BY seq",
@@ -510,6 +566,10 @@ class SqliteStore(MemoryStore):
             parts: list[np.ndarray] = []
             for cube_id in dict.fromkeys(op.cube_ids):
                 cube = self._load_cube(conn, cube_id)
+                if cube.ids and cube.dim != vec.shape[0]:
+                    raise InvalidInputError(
+                        f"query vector has {vec.shape[0]} dimensions; cube {cube_id!r} holds {cube.dim}"
+                    )
                 parts.append(cube.scores(vec))
                 ids += cube.ids
         if not ids:
@@ -518,22 +578,23 @@ class SqliteStore(MemoryStore):
         order = np.argsort(-scores, kind="stable")
         if op.where is None:
             return [ScoredId(float(scores[i]), ids[i]) for i in order[: op.limit]]
-        # Post-filter in growing chunks of the ranking; fall back to a pre-filter when the
-        # filter is so selective that scanning the ranking would cost more.
+        # Post-filter the ranking in growing windows (ids looked up by key); once a quarter
+        # of the ranking has been checked without enough hits, the filter is selective:
+        # evaluate it once over the cubes instead.
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         start, chunk = 0, max(op.limit * 8, 64)
         while start < len(order) and len(hits) < op.limit:
-            if start > 4 * chunk and start > len(order) // 5:
+            if start >= len(order) // 4:
                 full_sql, full_params = self._scope_sql(op.cube_ids, None, op.where)
                 allowed = {
                     r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {full_sql}", full_params)
                 }
                 hits = [ScoredId(float(scores[i]), ids[i]) for i in order if ids[i] in allowed]
                 return hits[: op.limit]
-            window = [ids[i] for i in order[start : start + chunk]]
+            window = order[start : start + chunk]
             passed: set[str] = set()
-            for part in _chunks(window, 500):
+            for part in _chunks([ids[i] for i in window], 500):
                 passed |= {
                     r[0]
                     for r in conn.execute(
@@ -541,9 +602,7 @@ class SqliteStore(MemoryStore):
                         [*part, *params],
                     )
                 }
-            hits += [
-                ScoredId(float(scores[i]), ids[i]) for i in order[start : start + chunk] if ids[i] in passed
-            ]
+            hits += [ScoredId(float(scores[i]), ids[i]) for i in window if ids[i] in passed]
             start += chunk
             chunk *= 4
         return hits[: op.limit]
@@ -587,66 +646,98 @@ class SqliteStore(MemoryStore):
         )
         return t
 
-    def _complete(self, conn: sqlite3.Connection, task_id: str) -> None:
+    def _complete(self, conn: sqlite3.Connection, op: CompleteTask) -> None:
+        owner = " AND worker = ? AND status = 'running'" if op.worker is not None else ""
+        params: list[Any] = [format_time(utcnow()), op.task_id] + (
+            [op.worker] if op.worker is not None else []
+        )
         cur = conn.execute(
             "UPDATE tasks SET status = 'completed', error = NULL, updated_at = ?, worker = NULL, "
-            "lease_until = NULL WHERE task_id = ?",
-            (format_time(utcnow()), task_id),
+            f"lease_until = NULL WHERE task_id = ?{owner}",
+            params,
         )
         if cur.rowcount != 1:
-            raise StoreError(f"task {task_id} vanished before it could be completed")
+            # Rolls back the task's writes: another worker took the task over (our lease ran
+            # out) or it is gone. The current owner will do the work.
+            raise ConflictError(f"task {op.task_id} is no longer held by worker {op.worker}")
 
-    def claim_task(self, worker: str, *, lease_seconds: float) -> tuple[Task, dict[str, Any]] | None:
+    def claim_task(
+        self, worker: str, *, lease_seconds: float, max_attempts: int | None = None
+    ) -> tuple[Task, dict[str, Any]] | None:
+        """Claim the oldest ready task: queued and due, or running with an expired lease
+        (its worker died). A task whose workers died ``max_attempts`` times is failed."""
+
         def claim(conn: sqlite3.Connection) -> tuple[Task, dict[str, Any]] | None:
-            now = utcnow()
-            row = conn.execute(
-                "SELECT task_id FROM tasks WHERE (status = 'queued' AND run_after <= ?) "
-                "OR (status = 'running' AND lease_until < ?) ORDER BY run_after LIMIT 1",
-                (format_time(now), format_time(now)),
-            ).fetchone()
-            if row is None:
-                return None
+            now = format_time(utcnow())
+            while True:
+                row = conn.execute(
+                    "SELECT task_id, status, attempts FROM tasks "
+                    "WHERE (status = 'queued' AND run_after <= ?) "
+                    "OR (status = 'running' AND lease_until < ?) ORDER BY run_after LIMIT 1",
+                    (now, now),
+                ).fetchone()
+                if row is None:
+                    return None
+                if (
+                    max_attempts is not None
+                    and row["status"] == "running"
+                    and row["attempts"] >= max_attempts
+                ):
+                    conn.execute(
+                        "UPDATE tasks SET status = 'failed', updated_at = ?, worker = NULL, "
+                        "lease_until = NULL, "
+                        "error = COALESCE(error || '; ', '') || ? WHERE task_id = ?",
+                        (
+                            now,
+                            f"worker lost {row['attempts']} times (process died or lease expired)",
+                            row["task_id"],
+                        ),
+                    )
+                    continue
+                break
             conn.execute(
                 "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = ?, "
                 "lease_until = ?, updated_at = ? WHERE task_id = ?",
-                (
-                    worker,
-                    format_time(now + timedelta(seconds=lease_seconds)),
-                    format_time(now),
-                    row["task_id"],
-                ),
+                (worker, format_time(utcnow() + timedelta(seconds=lease_seconds)), now, row["task_id"]),
             )
             full = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (row["task_id"],)).fetchone()
             return _task(full), json.loads(full["payload"])
 
         return self._run(claim, write=True)
 
-    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> None:
+    def renew_task(self, task_id: str, worker: str, *, lease_seconds: float) -> bool:
+        """Extend our lease; False when the task is no longer ours."""
         until = format_time(utcnow() + timedelta(seconds=lease_seconds))
-        self._run(
+        cur = self._run(
             lambda c: c.execute(
                 "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND worker = ? AND status = 'running'",
                 (until, task_id, worker),
             ),
             write=True,
         )
+        return bool(cur.rowcount == 1)
 
-    def fail_task(self, task_id: str, error: str, *, retry_in: float | None) -> None:
+    def fail_task(
+        self, task_id: str, error: str, *, retry_in: float | None, worker: str | None = None
+    ) -> None:
+        """Record a failure: re-queue after ``retry_in`` seconds, or fail for good. With
+        ``worker``, only while that worker holds the task (a stale worker changes nothing)."""
         now = utcnow()
-        params: tuple[str, ...]
+        owner = " AND worker = ? AND status = 'running'" if worker is not None else ""
+        tail: list[Any] = [task_id] + ([worker] if worker is not None else [])
         if retry_in is None:
-            sql, params = (
+            sql = (
                 "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?, worker = NULL, "
-                "lease_until = NULL WHERE task_id = ?",
-                (error, format_time(now), task_id),
+                "lease_until = NULL"
             )
+            params: list[Any] = [error, format_time(now)]
         else:
-            sql, params = (
+            sql = (
                 "UPDATE tasks SET status = 'queued', error = ?, updated_at = ?, run_after = ?, "
-                "worker = NULL, lease_until = NULL WHERE task_id = ?",
-                (error, format_time(now), format_time(now + timedelta(seconds=retry_in)), task_id),
+                "worker = NULL, lease_until = NULL"
             )
-        self._run(lambda c: c.execute(sql, params), write=True)
+            params = [error, format_time(now), format_time(now + timedelta(seconds=retry_in))]
+        self._run(lambda c: c.execute(f"{sql} WHERE task_id = ?{owner}", params + tail), write=True)
 
     def get_task(self, task_id: str) -> Task | None:
         row = self._run(
@@ -685,6 +776,14 @@ class SqliteStore(MemoryStore):
             p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file()
         )
         return out
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (any extended code): another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 def _task(row: sqlite3.Row) -> Task:
