@@ -102,6 +102,8 @@ class VectorSearch:
     vector: np.ndarray
     where: Node | None = None
     limit: int = 10
+    #: The query's embedding model; a cube of another model is an error, not a silent mix.
+    model_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ def _older_duplicate(
         F.parse_filter({"created_at": {"lte": item.created_at}}),
         F.parse_filter({"id": {"ne": item.id}}),
     )
-    hits = store.batch([VectorSearch([item.cube_id], vec, where, 3)])[0]
+    hits = store.batch([VectorSearch([item.cube_id], vec, where, 3, item.embedding_model)])[0]
     close = [h.id for h in hits if h.score >= threshold]
     for found in store.get(close) if close else []:
         if (

@@ -71,7 +71,7 @@ def hybrid_search(
     n = max(cfg.candidates, top_k)
     qvec = embedder.embed([query])[0]
     text_hits, vec_hits = store.batch(
-        [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n)]
+        [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n, embedder.model_id)]
     )
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
 

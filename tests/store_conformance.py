@@ -104,8 +104,11 @@ class MemoryStoreConformance:
         with pytest.raises(InvalidInputError, match="dimension"):
             store.put([other], [np.ones(7, dtype=np.float32)])
         assert store.get([other.id]) == [None]
-        with pytest.raises(InvalidInputError, match="dimensions"):
+        with pytest.raises(InvalidInputError, match="dimensional"):
             store.search_vector(["cube-a"], np.ones(7, dtype=np.float32), limit=1)
+        same_size_other_model = item("third").evolve(embedding_model="other-model/32")
+        with pytest.raises(InvalidInputError, match="other-model"):
+            store.put([same_size_other_model], list(EMB.embed(["third"])))
 
     def test_ids_cannot_move_between_cubes(self, store: MemoryStore) -> None:
         """A put must never re-home an existing id into another cube (tenant isolation)."""

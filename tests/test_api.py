@@ -318,3 +318,17 @@ def test_reopening_the_folder_keeps_everything(tmp_path: Path, real_embedder) ->
         assert ids_of(m2.search_memory("Python", user_id="u")) == r.data.memory_ids
         m2.run_pending()
         assert m2.get_task_status(r.data.task_id).data[0].status == TaskStatus.COMPLETED
+
+
+def test_a_folder_refuses_another_embedding_model(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Opening a folder with another embedder is a clear error, never a silent mix of spaces."""
+    from memos_core.testing import HashEmbedder
+
+    with MemOS(tmp_path / "d", embedder=real_embedder, scheduler="inline") as m:
+        m.add_message(CONV, user_id="u")
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(dim=384), scheduler="inline") as other:
+        with pytest.raises(InvalidInputError, match="all-MiniLM-L6-v2"):
+            other.add_message(CONV, user_id="u")
+        with pytest.raises(InvalidInputError, match="all-MiniLM-L6-v2"):
+            other.search_memory("Python", user_id="u")
+        other.add_message(CONV, user_id="someone-else")  # a new cube may use any model

@@ -201,7 +201,7 @@ class SqliteStore(MemoryStore):
         self._conns_lock = threading.Lock()
         self._vec_lock = threading.RLock()
         self._cubes: dict[str, _CubeVectors] = {}
-        self._dims: dict[str, int] = {}
+        self._spaces: dict[str, tuple[str | None, int]] = {}
 
     @classmethod
     def from_path(cls, folder: str | Path, **kwargs: Any) -> SqliteStore:
@@ -351,7 +351,7 @@ class SqliteStore(MemoryStore):
             if expected is not None and found != expected:
                 raise ConflictError(f"item {item.id} is at revision {found}, expected {expected}")
             if vec is not None:
-                self._check_dim(conn, item.cube_id, vec)
+                self._check_space(conn, item.cube_id, int(np.asarray(vec).shape[-1]), item.embedding_model)
             row = item_to_row(item, vec)
             row["revision"] = 1  # on insert; an update bumps the stored revision instead
             seq = conn.execute(_UPSERT, [row[c] for c in ITEM_COLUMNS] + [row["embedding"]]).fetchone()[0]
@@ -364,22 +364,29 @@ class SqliteStore(MemoryStore):
                     (item.embedding_model, text_hash(item.memory), row["embedding"]),
                 )
 
-    def _check_dim(self, conn: sqlite3.Connection, cube_id: str, vec: np.ndarray) -> None:
-        """Refuse a vector whose dimension differs from the cube's (another embedder)."""
-        dim = self._dims.get(cube_id)
-        if dim is None:
-            row = conn.execute(
-                "SELECT length(embedding) / 4 FROM items WHERE cube_id = ? AND embedding IS NOT NULL LIMIT 1",
-                (cube_id,),
-            ).fetchone()
-            if row is None:
+    def _check_space(self, conn: sqlite3.Connection, cube_id: str, dim: int, model: str | None) -> None:
+        """Refuse a vector from another embedding space than the cube's (another size or
+        another model): mixing spaces silently ruins every later search of the cube."""
+        for fresh in (False, True):
+            space = None if fresh else self._spaces.get(cube_id)
+            if space is None:
+                row = conn.execute(
+                    "SELECT embedding_model, length(embedding) / 4 FROM items "
+                    "WHERE cube_id = ? AND embedding IS NOT NULL LIMIT 1",
+                    (cube_id,),
+                ).fetchone()
+                if row is None:
+                    self._spaces.pop(cube_id, None)
+                    return
+                space = self._spaces[cube_id] = (row[0], int(row[1]))
+            if space[1] == dim and (model is None or space[0] is None or space[0] == model):
                 return
-            dim = self._dims[cube_id] = int(row[0])
-        if int(np.asarray(vec).shape[-1]) != dim:
-            raise InvalidInputError(
-                f"cube {cube_id!r} holds {dim}-dimensional vectors; this one has {np.asarray(vec).shape[-1]} "
-                "(open the folder with the embedder it was built with, or re-embed the cube)"
-            )
+        assert space is not None
+        raise InvalidInputError(
+            f"cube {cube_id!r} holds {space[1]}-dimensional vectors of model {space[0]!r}; this one is "
+            f"{dim}-dimensional from {model!r} (open the folder with the embedder it was built with, "
+            "or re-embed the cube)"
+        )
 
     def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
         found: dict[str, MemoryItem] = {}
@@ -566,10 +573,8 @@ class SqliteStore(MemoryStore):
             parts: list[np.ndarray] = []
             for cube_id in dict.fromkeys(op.cube_ids):
                 cube = self._load_cube(conn, cube_id)
-                if cube.ids and cube.dim != vec.shape[0]:
-                    raise InvalidInputError(
-                        f"query vector has {vec.shape[0]} dimensions; cube {cube_id!r} holds {cube.dim}"
-                    )
+                if cube.ids:
+                    self._check_space(conn, cube_id, int(vec.shape[0]), op.model_id)
                 parts.append(cube.scores(vec))
                 ids += cube.ids
         if not ids:
