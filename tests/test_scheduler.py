@@ -29,6 +29,18 @@ def enqueue(store: SqliteStore, kind: str, payload: dict[str, Any] | None = None
     return task.task_id
 
 
+def run_until(sched: MemScheduler, store: SqliteStore, tid: str, status: TaskStatus) -> Task:
+    """Run the scheduler until the task reaches ``status`` (re-queued tasks wait out a backoff)."""
+    for _ in range(100):
+        sched.run_until_idle()
+        task = store.get_task(tid)
+        assert task is not None
+        if task.status == status:
+            break
+        time.sleep(0.05)
+    return task
+
+
 def test_transient_failures_are_retried_until_success(store: SqliteStore) -> None:
     calls = []
 
@@ -40,15 +52,8 @@ def test_transient_failures_are_retried_until_success(store: SqliteStore) -> Non
 
     sched = MemScheduler(store, {"flaky": flaky}, retry_base=0.01)
     tid = enqueue(store, "flaky")
-    final = None
-    for _ in range(50):
-        sched.run_until_idle()
-        final = store.get_task(tid)
-        assert final is not None
-        if final.status == TaskStatus.COMPLETED:
-            break
-        time.sleep(0.05)  # the re-queued task waits out its backoff
-    assert final is not None and final.status == TaskStatus.COMPLETED and final.attempts == 2
+    final = run_until(sched, store, tid, TaskStatus.COMPLETED)
+    assert final.status == TaskStatus.COMPLETED and final.attempts == 2
     assert store.list_items(["c"])[1] == 1
 
 
@@ -58,13 +63,7 @@ def test_permanent_failure_is_reported_with_its_error(store: SqliteStore) -> Non
 
     sched = MemScheduler(store, {"broken": broken}, max_attempts=2, retry_base=0.01)
     tid = enqueue(store, "broken")
-    for _ in range(100):
-        sched.run_until_idle()
-        task = store.get_task(tid)
-        assert task is not None
-        if task.status == TaskStatus.FAILED:
-            break
-        time.sleep(0.05)
+    task = run_until(sched, store, tid, TaskStatus.FAILED)
     assert task.status == TaskStatus.FAILED and "cannot parse payload" in (task.error or "")
     assert task.attempts == 2
 
