@@ -19,6 +19,7 @@ was wrong" apart from "the system failed"::
         ├── StoreError               the store failed (translated from the backend's error)
         │   ├── StoreBusyError       the store stayed locked past the busy timeout
         │   └── ConflictError        a concurrent writer changed the item first
+        │       └── LeaseLostError   a task's lease passed to another worker
         ├── EmbeddingError           the embedding model failed
         └── TaskFailedError          a background task failed after its retries
 
@@ -33,6 +34,7 @@ __all__ = [
     "FilterError",
     "InvalidInputError",
     "KnowledgeBaseNotFoundError",
+    "LeaseLostError",
     "MemoryNotFoundError",
     "MemosError",
     "MissingDependencyError",
@@ -141,6 +143,10 @@ class ConflictError(StoreError):
     """An item changed under a read-modify-write; re-read and try again."""
 
     code = 409
+
+
+class LeaseLostError(ConflictError):
+    """A worker tried to finish a task whose lease another worker has taken over."""
 
 
 class EmbeddingError(RuntimeFailure):

@@ -198,8 +198,12 @@ def refine(
     for item in current:
         new = enrich(item).evolve(mode="fine")
         vec = vectors.get(item.id)
-        dup = _older_duplicate(store, item, vec, dedup_threshold, dedup_overlap) if vec is not None else None
-        if dup is not None and dup.id not in memory_ids:
+        dup = (
+            _older_duplicate(store, item, vec, memory_ids, dedup_threshold, dedup_overlap)
+            if vec is not None
+            else None
+        )
+        if dup is not None:
             base = out.get(dup.id, dup)
             known = {(s.message_id, s.conversation_id, s.chat_time) for s in base.sources}
             extra = [s for s in item.sources if (s.message_id, s.conversation_id, s.chat_time) not in known]
@@ -223,7 +227,12 @@ def refine(
 
 
 def _older_duplicate(
-    store: MemoryStore, item: MemoryItem, vec: np.ndarray, threshold: float, overlap: float
+    store: MemoryStore,
+    item: MemoryItem,
+    vec: np.ndarray,
+    siblings: Sequence[str],
+    threshold: float,
+    overlap: float,
 ) -> MemoryItem | None:
     """The older active item this one repeats, in the same scope (conversation, agent, app,
     type, tags and info), with cosine >= ``threshold`` *and* the same words
@@ -236,7 +245,7 @@ def _older_duplicate(
         F.eq("agent_id", item.agent_id),
         F.eq("app_id", item.app_id),
         F.parse_filter({"created_at": {"lte": item.created_at}}),
-        F.parse_filter({"id": {"ne": item.id}}),
+        F.parse_filter({"id": {"nin": [item.id, *siblings]}}),  # items of the same add never merge
     )
     hits = store.batch([VectorSearch([item.cube_id], vec, where, 3, item.embedding_model)])[0]
     close = [h.id for h in hits if h.score >= threshold]

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 
-from .filters import Node
+from .filters import Node, evaluate
 from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
 from .schema import MemoryHit, MemoryItem, utcnow
 from .text import content_of, lexical_overlap
@@ -96,7 +96,7 @@ def hybrid_search(
     scored: list[tuple[float, MemoryItem, dict[str, float]]] = []
     for item_id in ids:
         item = items.get(item_id)
-        if item is None:  # deleted between the legs and the fetch
+        if item is None or not evaluate(where, item):  # changed between the legs and the fetch
             continue
         b_rank, b_score = bm25.get(item_id, (0, 0.0))
         v_rank, v_score = vec.get(item_id, (0, 0.0))

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .errors import ConflictError, RequestError, RuntimeFailure, TaskNotFoundError
+from .errors import ConflictError, LeaseLostError, RequestError, RuntimeFailure, TaskNotFoundError
 from .ports import CompleteTask, MemoryStore, Op, TaskQueue
 from .schema import Task, TaskStatus
 
@@ -42,6 +42,7 @@ class MemScheduler:
         max_attempts: claims of one task before it is marked failed.
         poll_interval: seconds between looks at the queue when idle (writes from this
             process wake the worker at once).
+        max_task_seconds: a handler running longer stops having its lease renewed.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class MemScheduler:
         max_attempts: int = 5,
         poll_interval: float = 0.5,
         retry_base: float = 0.5,
+        max_task_seconds: float = 600.0,
     ) -> None:
         if not isinstance(store, TaskQueue):
             raise TypeError(f"{type(store).__name__} has no durable task queue")
@@ -63,6 +65,10 @@ class MemScheduler:
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
         self.retry_base = retry_base
+        self.max_task_seconds = max_task_seconds
+        self._current: tuple[str, float] | None = None  # the running task and its start
+        self._lease_lost = threading.Event()
+        self._beat: threading.Thread | None = None
         self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -82,9 +88,10 @@ class MemScheduler:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._beat):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._beat = None
 
     def notify(self) -> None:
         """A task was enqueued: look now instead of at the next poll."""
@@ -142,20 +149,26 @@ class MemScheduler:
         if handler is None:
             self._fail(task, f"no handler for task kind {task.kind!r}", retry_in=None)
             return
-        stop_heartbeat = self._heartbeat(task.task_id)
+        self._lease_lost.clear()
+        self._current = (task.task_id, time.monotonic())
+        self._ensure_heartbeat()
         try:
             # In-place retries for races and busy stores: the handler re-reads on each try.
             # The completion names this worker, so if our lease was lost meanwhile the whole
             # write rolls back instead of racing the worker that took the task over.
             for attempt in Retrying(
-                retry=retry_if_exception_type((ConflictError, RuntimeFailure)),
+                retry=retry_if_exception(_retry_in_place),
                 wait=wait_exponential(multiplier=self.retry_base / 10, max=2.0),
                 stop=stop_after_attempt(3),
                 reraise=True,
             ):
                 with attempt:
+                    if self._lease_lost.is_set():
+                        raise LeaseLostError(f"task {task.task_id} was taken over by another worker")
                     ops = list(handler(payload))
                     self.store.batch([*ops, CompleteTask(task.task_id, self.worker)])
+        except LeaseLostError:
+            log.info("task %s was taken over by another worker; leaving it to them", task.task_id)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, RequestError) or task.attempts >= self.max_attempts:
@@ -173,28 +186,43 @@ class MemScheduler:
                 )
                 self._fail(task, error, retry_in=delay)
         finally:
-            stop_heartbeat()
+            self._current = None
 
     def _fail(self, task: Task, error: str, *, retry_in: float | None) -> None:
         self._queue.fail_task(task.task_id, error, retry_in=retry_in, worker=self.worker)
 
-    def _heartbeat(self, task_id: str) -> Callable[[], None]:
-        """Renew the task's lease every third of its length while the handler runs."""
-        done = threading.Event()
+    def _ensure_heartbeat(self) -> None:
+        """One long-lived thread per scheduler renews the running task's lease every third of
+        its length, for at most ``max_task_seconds``: a hung handler then loses its lease, and
+        the task is retried elsewhere (and failed after ``max_attempts``)."""
+        if self._beat is not None and self._beat.is_alive():
+            return
 
         def beat() -> None:
-            while not done.wait(self.lease_seconds / 3):
+            while not self._stop.wait(self.lease_seconds / 3):
+                current = self._current
+                if current is None or self._lease_lost.is_set():
+                    continue
+                task_id, started = current
+                if time.monotonic() - started > self.max_task_seconds:
+                    log.error(
+                        "task %s has run for over %.0fs; no longer renewing its lease",
+                        task_id,
+                        self.max_task_seconds,
+                    )
+                    self._lease_lost.set()
+                    continue
                 try:
                     if not self._queue.renew_task(task_id, self.worker, lease_seconds=self.lease_seconds):
-                        return  # taken over; our completion will be refused
+                        self._lease_lost.set()
                 except Exception:
                     log.exception("could not renew the lease of task %s", task_id)
 
-        thread = threading.Thread(target=beat, name=f"memos-lease-{task_id[:8]}", daemon=True)
-        thread.start()
+        self._beat = threading.Thread(target=beat, name=f"memos-lease-{self.worker}", daemon=True)
+        self._beat.start()
 
-        def stop() -> None:
-            done.set()
-            thread.join(timeout=5)
 
-        return stop
+def _retry_in_place(exc: BaseException) -> bool:
+    """Races and transient store failures are worth an immediate re-read and retry; a lost
+    lease is not (the new owner does the work)."""
+    return isinstance(exc, (ConflictError, RuntimeFailure)) and not isinstance(exc, LeaseLostError)

@@ -201,9 +201,15 @@ def test_merging_never_crosses_scopes(mem: MemOS) -> None:
 
 
 def test_fine_stage_never_resurrects_a_deleted_memory(mem: MemOS) -> None:
-    """Delete while the fine stage is pending: the task completes and the memory stays deleted."""
+    """The fine stage read the item, then the user deleted it: the stale write is refused,
+    the task completes, and the memory stays deleted."""
+    from memos_core.reader import refine
+
     r = mem.add_message(CONV, user_id="u")
+    stale_write, _ = refine(mem.store, r.data.memory_ids)
     mem.delete_memory(r.data.memory_ids)
+    with pytest.raises(ConflictError):
+        mem.store.batch([stale_write])
     mem.run_pending()
     assert mem.get_task_status(r.data.task_id).data[0].status == TaskStatus.COMPLETED
     assert mem.get_memory(r.data.memory_ids[0]).data.status == "deleted"

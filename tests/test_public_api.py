@@ -6,7 +6,7 @@ import memos_core
 
 EXPECTED = {
     "AddData", "CachingEmbedder", "ConflictError", "Embedder", "EmbeddingError", "Envelope",
-    "FilterError", "InvalidInputError", "KnowledgeBaseNotFoundError", "Limits", "MemOS",
+    "FilterError", "InvalidInputError", "KnowledgeBaseNotFoundError", "LeaseLostError", "Limits", "MemOS",
     "MemScheduler", "MemoryHit", "MemoryItem", "MemoryNotFoundError", "MemoryStatus",
     "MemoryStore", "MemoryType", "MemosError", "Message", "MissingDependencyError",
     "NotFoundError", "NotSupportedError", "Page", "PayloadTooLargeError", "PermissionDeniedError",

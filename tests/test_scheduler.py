@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -102,3 +103,58 @@ def test_thread_mode_runs_tasks_in_the_background(store: SqliteStore) -> None:
         assert sched.wait(tid, timeout=10).status == TaskStatus.COMPLETED
     finally:
         sched.stop()
+
+
+def test_a_hung_handler_loses_its_lease_and_its_late_write_is_refused(store: SqliteStore) -> None:
+    """A handler that outlives max_task_seconds stops renewing; another worker takes the task
+    over and completes it; the first worker's late write rolls back and it reports nothing."""
+    item = MemoryItem(cube_id="c", memory="original")
+    store.put([item])
+    release = threading.Event()
+
+    def slow(payload: dict[str, Any]) -> Sequence[Op]:
+        release.wait(10)
+        return [PutItems([item.evolve(memory="late write")])]
+
+    def quick(payload: dict[str, Any]) -> Sequence[Op]:
+        return [PutItems([item.evolve(memory="new owner")])]
+
+    first = MemScheduler(store, {"k": slow}, lease_seconds=0.3, max_task_seconds=0.2)
+    second = MemScheduler(store, {"k": quick}, lease_seconds=30)
+    tid = enqueue(store, "k")
+    runner = threading.Thread(target=first.run_once)
+    runner.start()
+    while store.get_task(tid).status != TaskStatus.RUNNING:  # type: ignore[union-attr]
+        time.sleep(0.01)  # the first worker holds the task
+    deadline = time.monotonic() + 10
+    while not second.run_once():  # claimable once the first lease lapses
+        assert time.monotonic() < deadline, "the hung task's lease never lapsed"
+        time.sleep(0.05)
+    release.set()
+    runner.join(10)
+    first.stop()
+    task = store.get_task(tid)
+    assert task is not None and task.status == TaskStatus.COMPLETED and task.attempts == 2
+    assert store.get([item.id])[0].memory == "new owner"  # type: ignore[union-attr]
+
+
+def test_a_long_handler_keeps_its_lease_by_heartbeat(store: SqliteStore) -> None:
+    def slow(payload: dict[str, Any]) -> Sequence[Op]:
+        time.sleep(1.0)
+        return []
+
+    owner = MemScheduler(store, {"k": slow}, lease_seconds=0.3)
+    thief = MemScheduler(store, {"k": slow}, lease_seconds=0.3)
+    tid = enqueue(store, "k")
+    runner = threading.Thread(target=owner.run_once)
+    runner.start()
+    while store.get_task(tid).status != TaskStatus.RUNNING:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    stolen = False
+    while runner.is_alive():
+        stolen = stolen or thief.run_once()
+        time.sleep(0.05)
+    owner.stop()
+    assert not stolen
+    task = store.get_task(tid)
+    assert task is not None and task.status == TaskStatus.COMPLETED and task.attempts == 1

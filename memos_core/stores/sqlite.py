@@ -32,7 +32,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from .. import filters as F
 from ..embedders import text_hash
-from ..errors import ConflictError, InvalidInputError, StoreBusyError, StoreError
+from ..errors import ConflictError, InvalidInputError, LeaseLostError, StoreBusyError, StoreError
 from ..ports import (
     CompleteTask,
     DeleteItems,
@@ -201,7 +201,6 @@ class SqliteStore(MemoryStore):
         self._conns_lock = threading.Lock()
         self._vec_lock = threading.RLock()
         self._cubes: dict[str, _CubeVectors] = {}
-        self._spaces: dict[str, tuple[str | None, int]] = {}
 
     @classmethod
     def from_path(cls, folder: str | Path, **kwargs: Any) -> SqliteStore:
@@ -277,6 +276,12 @@ class SqliteStore(MemoryStore):
                 raise StoreError(
                     f"{self.path} has schema version {row['value']}, this code needs {SCHEMA_VERSION}"
                 )
+            have = {r["name"] for r in conn.execute("PRAGMA table_info(items)")}
+            if missing := [c for c in ITEM_COLUMNS if c not in have]:
+                raise StoreError(
+                    f"{self.path} was made by a pre-release build (items lack {', '.join(missing)}); "
+                    "start a new data folder"
+                )
 
         self._run(create, write=True)
 
@@ -294,6 +299,11 @@ class SqliteStore(MemoryStore):
             isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask)) for op in ops
         )
         needs_vectors = any(isinstance(op, VectorSearch) for op in ops)
+        if needs_vectors and write:
+            # The in-memory vector view must only ever hold committed state.
+            raise InvalidInputError(
+                "a VectorSearch cannot share a batch with writes; send it in its own batch"
+            )
         if needs_vectors:
             self._catch_up()
 
@@ -339,8 +349,8 @@ class SqliteStore(MemoryStore):
     # ------------------------------------------------------------------ items
 
     def _put(self, conn: sqlite3.Connection, op: PutItems) -> None:
-        embeddings = op.embeddings or [None] * len(op.items)
-        revisions = op.if_revisions or [None] * len(op.items)
+        embeddings = [None] * len(op.items) if op.embeddings is None else op.embeddings
+        revisions = [None] * len(op.items) if op.if_revisions is None else op.if_revisions
         if len(embeddings) != len(op.items) or len(revisions) != len(op.items):
             raise InvalidInputError("PutItems: embeddings/if_revisions must align with items")
         for item, vec, expected in zip(op.items, embeddings, revisions, strict=True):
@@ -366,26 +376,23 @@ class SqliteStore(MemoryStore):
 
     def _check_space(self, conn: sqlite3.Connection, cube_id: str, dim: int, model: str | None) -> None:
         """Refuse a vector from another embedding space than the cube's (another size or
-        another model): mixing spaces silently ruins every later search of the cube."""
-        for fresh in (False, True):
-            space = None if fresh else self._spaces.get(cube_id)
-            if space is None:
-                row = conn.execute(
-                    "SELECT embedding_model, length(embedding) / 4 FROM items "
-                    "WHERE cube_id = ? AND embedding IS NOT NULL LIMIT 1",
-                    (cube_id,),
-                ).fetchone()
-                if row is None:
-                    self._spaces.pop(cube_id, None)
-                    return
-                space = self._spaces[cube_id] = (row[0], int(row[1]))
-            if space[1] == dim and (model is None or space[0] is None or space[0] == model):
-                return
-        assert space is not None
+        another model): mixing spaces silently ruins every later search of the cube. Read
+        fresh each time (an indexed one-row lookup): another process may have emptied the
+        cube and refilled it with another model."""
+        row = conn.execute(
+            "SELECT embedding_model, length(embedding) / 4 FROM items "
+            "WHERE cube_id = ? AND status != 'deleted' AND embedding IS NOT NULL LIMIT 1",
+            (cube_id,),
+        ).fetchone()
+        if row is None:
+            return
+        have_model, have_dim = row[0], int(row[1])
+        if have_dim == dim and (model is None or have_model is None or have_model == model):
+            return
         raise InvalidInputError(
-            f"cube {cube_id!r} holds {space[1]}-dimensional vectors of model {space[0]!r}; this one is "
+            f"cube {cube_id!r} holds {have_dim}-dimensional vectors of model {have_model!r}; this one is "
             f"{dim}-dimensional from {model!r} (open the folder with the embedder it was built with, "
-            "or re-embed the cube)"
+            "or delete the cube's memories first)"
         )
 
     def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
@@ -664,7 +671,7 @@ class SqliteStore(MemoryStore):
         if cur.rowcount != 1:
             # Rolls back the task's writes: another worker took the task over (our lease ran
             # out) or it is gone. The current owner will do the work.
-            raise ConflictError(f"task {op.task_id} is no longer held by worker {op.worker}")
+            raise LeaseLostError(f"task {op.task_id} is no longer held by worker {op.worker}")
 
     def claim_task(
         self, worker: str, *, lease_seconds: float, max_attempts: int | None = None
