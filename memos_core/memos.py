@@ -94,6 +94,8 @@ class MemOS:
         limits: Limits | None = None,
         lease_seconds: float = 60.0,
     ) -> None:
+        if scheduler not in ("thread", "inline", "off"):
+            raise InvalidInputError(f"scheduler must be 'thread', 'inline' or 'off', not {scheduler!r}")
         if store is None:
             if path is None:
                 raise InvalidInputError("MemOS needs a data folder path or a store")

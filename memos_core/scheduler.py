@@ -129,8 +129,8 @@ class MemScheduler:
             pass
 
     def wait(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Block until ``task_id`` is completed or failed, running tasks here if no worker
-        thread is running. Returns the final task."""
+        """Block until ``task_id`` is completed or failed (running ready tasks in this thread
+        when no worker thread runs), or ``timeout`` passes. Returns the task as it then is."""
         deadline = time.monotonic() + timeout
         while True:
             task = self._queue.get_task(task_id)
