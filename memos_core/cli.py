@@ -41,7 +41,7 @@ def _print_hits(hits: Sequence[MemoryHit], *, as_json: bool) -> None:
         for line in hit.memory.splitlines():
             print(f"       {line}")
         print(
-            f"       why: bm25 rank {int(d['bm25_rank']) or '-'} ({d['bm25']:.2f}), "
+            f"       why: bm25 rank {int(d['bm25_rank']) or '-'} ({d['bm25']:.3g}), "
             f"vector rank {int(d['vector_rank']) or '-'} (cos {d['vector']:.2f}), "
             f"rrf {d['rrf']:.3f}, recency +{d['recency']:.3f}, usage +{d['usage']:.3f}"
         )
