@@ -189,13 +189,10 @@ class MemOS:
         self.store.batch([PutItems(items, list(vectors)), EnqueueTask(task, {"memory_ids": ids})])
         status = TaskStatus.QUEUED
         if not async_mode:
-            status = self._await(task.task_id).status
+            status = self.scheduler.wait(task.task_id).status
         else:
             self.scheduler.notify()
         return Envelope(data=AddData(task_id=task.task_id, memory_ids=ids, status=status))
-
-    def _await(self, task_id: str) -> Task:
-        return self.scheduler.wait(task_id)
 
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
         write, _merged = refine(
@@ -291,16 +288,10 @@ class MemOS:
     def get_task_status(self, task_id: str) -> Envelope[list[Task]]:
         """``data[0].status`` is ``queued | running | completed | failed``."""
         _check_id("task_id", task_id)
-        task = self._queue_get(task_id)
-        return Envelope(data=[task])
-
-    def _queue_get(self, task_id: str) -> Task:
-        getter = getattr(self.store, "get_task", None)
-        task = getter(task_id) if getter is not None else None
+        task = self.scheduler.queue.get_task(task_id)
         if task is None:
             raise TaskNotFoundError(f"no task {task_id!r}")
-        assert isinstance(task, Task)
-        return task
+        return Envelope(data=[task])
 
     def get_memory(self, memory_id: str) -> Envelope[MemoryItem]:
         """One memory by id, whatever its status (ids never 404 unless hard-deleted)."""

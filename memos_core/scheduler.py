@@ -59,7 +59,7 @@ class MemScheduler:
         if not isinstance(store, TaskQueue):
             raise TypeError(f"{type(store).__name__} has no durable task queue")
         self.store = store
-        self._queue: TaskQueue = store
+        self.queue: TaskQueue = store  #: the same store, typed as its task queue
         self.handlers = dict(handlers)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
@@ -113,7 +113,7 @@ class MemScheduler:
     def run_once(self) -> bool:
         """Claim and run one ready task. Returns False when none was ready."""
         with self._lock:
-            claimed = self._queue.claim_task(
+            claimed = self.queue.claim_task(
                 self.worker, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts
             )
             if claimed is None:
@@ -133,7 +133,7 @@ class MemScheduler:
         when no worker thread runs), or ``timeout`` passes. Returns the task as it then is."""
         deadline = time.monotonic() + timeout
         while True:
-            task = self._queue.get_task(task_id)
+            task = self.queue.get_task(task_id)
             if task is None:
                 raise TaskNotFoundError(f"no task {task_id}")
             if task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
@@ -189,7 +189,7 @@ class MemScheduler:
             self._current = None
 
     def _fail(self, task: Task, error: str, *, retry_in: float | None) -> None:
-        self._queue.fail_task(task.task_id, error, retry_in=retry_in, worker=self.worker)
+        self.queue.fail_task(task.task_id, error, retry_in=retry_in, worker=self.worker)
 
     def _ensure_heartbeat(self) -> None:
         """One long-lived thread per scheduler renews the running task's lease every third of
@@ -213,7 +213,7 @@ class MemScheduler:
                     self._lease_lost.set()
                     continue
                 try:
-                    if not self._queue.renew_task(task_id, self.worker, lease_seconds=self.lease_seconds):
+                    if not self.queue.renew_task(task_id, self.worker, lease_seconds=self.lease_seconds):
                         self._lease_lost.set()
                 except Exception:
                     log.exception("could not renew the lease of task %s", task_id)

@@ -43,36 +43,14 @@ def test_add_search_stats(tmp_path: Path) -> None:
     r = memos(
         "--path",
         data,
-        "add",
-        "--user",
-        "u1",
-        "--tag",
-        "home",
-        "--wait",
-        "I",
-        "live",
-        "in",
-        "Lisbon",
+        *["add", "--user", "u1", "--tag", "home", "--wait", "I", "live", "in", "Lisbon"],
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
     added = json.loads(r.stdout)
     assert added["status"] == "completed" and len(added["memory_ids"]) == 1
-    r = memos(
-        "--path",
-        data,
-        "search",
-        "--user",
-        "u1",
-        "--json",
-        "--filter",
-        '{"tags": "home"}',
-        "where",
-        "do",
-        "I",
-        "live",
-        cwd=tmp_path,
-    )
+    search = ["search", "--user", "u1", "--json", "--filter"]
+    r = memos("--path", data, *search, '{"tags": "home"}', *["where", "do", "I", "live"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     hits = json.loads(r.stdout)
     assert hits[0]["id"] == added["memory_ids"][0] and "Lisbon" in hits[0]["memory"]

@@ -353,6 +353,7 @@ class SqliteStore(MemoryStore):
         revisions = [None] * len(op.items) if op.if_revisions is None else op.if_revisions
         if len(embeddings) != len(op.items) or len(revisions) != len(op.items):
             raise InvalidInputError("PutItems: embeddings/if_revisions must align with items")
+        checked: set[tuple[str, int, str | None]] = set()  # one space check per cube/size/model
         for item, vec, expected in zip(op.items, embeddings, revisions, strict=True):
             old = conn.execute("SELECT seq, cube_id, revision FROM items WHERE id = ?", (item.id,)).fetchone()
             if old is not None and old["cube_id"] != item.cube_id:
@@ -361,7 +362,10 @@ class SqliteStore(MemoryStore):
             if expected is not None and found != expected:
                 raise ConflictError(f"item {item.id} is at revision {found}, expected {expected}")
             if vec is not None:
-                self._check_space(conn, item.cube_id, int(np.asarray(vec).shape[-1]), item.embedding_model)
+                space = (item.cube_id, int(np.asarray(vec).shape[-1]), item.embedding_model)
+                if space not in checked:  # checked after earlier items of this op were written
+                    self._check_space(conn, *space)
+                    checked.add(space)
             row = item_to_row(item, vec)
             row["revision"] = 1  # on insert; an update bumps the stored revision instead
             seq = conn.execute(_UPSERT, [row[c] for c in ITEM_COLUMNS] + [row["embedding"]]).fetchone()[0]
