@@ -11,6 +11,7 @@ was wrong" apart from "the system failed"::
     │   ├── NotFoundError            an id that does not exist
     │   │   ├── MemoryNotFoundError
     │   │   ├── TaskNotFoundError
+    │   │   ├── CubeNotFoundError
     │   │   └── KnowledgeBaseNotFoundError
     │   └── PermissionDeniedError    the caller may not touch that cube
     ├── NotSupportedError            the operation needs a component that is not configured
@@ -21,6 +22,8 @@ was wrong" apart from "the system failed"::
         │   └── ConflictError        a concurrent writer changed the item first
         │       └── LeaseLostError   a task's lease passed to another worker
         ├── EmbeddingError           the embedding model failed
+        ├── LLMError                 the LLM could not be reached or failed
+        │   └── LLMOutputError       its answers stayed unusable (bad JSON) after retries
         └── TaskFailedError          a background task failed after its retries
 
 Errors from a backend are translated at the boundary and raised ``from`` the original.
@@ -30,10 +33,13 @@ from __future__ import annotations
 
 __all__ = [
     "ConflictError",
+    "CubeNotFoundError",
     "EmbeddingError",
     "FilterError",
     "InvalidInputError",
     "KnowledgeBaseNotFoundError",
+    "LLMError",
+    "LLMOutputError",
     "LeaseLostError",
     "MemoryNotFoundError",
     "MemosError",
@@ -96,6 +102,10 @@ class TaskNotFoundError(NotFoundError):
     """No task with that id."""
 
 
+class CubeNotFoundError(NotFoundError):
+    """No cube with that id."""
+
+
 class KnowledgeBaseNotFoundError(NotFoundError):
     """No knowledge base with that id."""
 
@@ -155,3 +165,11 @@ class EmbeddingError(RuntimeFailure):
 
 class TaskFailedError(RuntimeFailure):
     """A background task failed after all its retries."""
+
+
+class LLMError(RuntimeFailure):
+    """The LLM could not be reached, or it failed to answer."""
+
+
+class LLMOutputError(LLMError):
+    """The LLM answered, but not with the structured output asked for, after every retry."""

@@ -9,7 +9,7 @@ does not claim.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -25,10 +25,13 @@ __all__ = [
     "Embedder",
     "EnqueueTask",
     "GetItems",
+    "GetRecords",
     "ListItems",
+    "ListRecords",
     "MemoryStore",
     "Op",
     "PutItems",
+    "PutRecords",
     "ScoredId",
     "TaskQueue",
     "TextSearch",
@@ -51,6 +54,9 @@ class PutItems:
     #: (``None`` = no check; ``0`` = must not exist yet). A mismatch raises
     #: :class:`~memos_core.errors.ConflictError` and the whole batch is rolled back.
     if_revisions: Sequence[int | None] | None = None
+    #: The batch re-embeds the whole cube into another embedding space (``memos reindex``):
+    #: skip the check that refuses vectors of a model other than the cube's.
+    replace_space: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,32 @@ class CompleteTask:
     worker: str | None = None
 
 
+@dataclass(frozen=True)
+class PutRecords:
+    """Write small JSON records (cube registry, grants, documents, working sets) under
+    ``namespace``; a ``None`` value deletes the key. Atomic with the rest of the batch."""
+
+    namespace: str
+    records: Mapping[str, dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class GetRecords:
+    """Records by key; the result lists a dict or ``None`` per key, in order."""
+
+    namespace: str
+    keys: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ListRecords:
+    """Records whose key starts with ``prefix``, in key order: ``[(key, value), ...]``."""
+
+    namespace: str
+    prefix: str = ""
+    limit: int = 10_000
+
+
 Op = (
     PutItems
     | GetItems
@@ -141,6 +173,9 @@ Op = (
     | TouchItems
     | EnqueueTask
     | CompleteTask
+    | PutRecords
+    | GetRecords
+    | ListRecords
 )
 
 
@@ -217,6 +252,17 @@ class MemoryStore:
     def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of ``ids`` (those that have one)."""
         raise NotImplementedError
+
+    def put_records(self, namespace: str, records: Mapping[str, dict[str, Any] | None]) -> None:
+        self.batch([PutRecords(namespace, records)])
+
+    def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
+        result: list[dict[str, Any] | None] = self.batch([GetRecords(namespace, [key])])[0]
+        return result[0]
+
+    def list_records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        result: list[tuple[str, dict[str, Any]]] = self.batch([ListRecords(namespace, prefix)])[0]
+        return result
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ from memos_core import (
     VersionRecord,
 )
 from memos_core.filters import parse_filter
-from memos_core.ports import CompleteTask, EnqueueTask, PutItems
+from memos_core.ports import CompleteTask, EnqueueTask, PutItems, PutRecords, VectorSearch
 from memos_core.testing import HashEmbedder
 
 EMB = HashEmbedder(dim=32)
@@ -329,3 +329,47 @@ class MemoryStoreConformance:
         failed = store.get_task("t2")  # type: ignore[attr-defined]
         assert failed.status == TaskStatus.FAILED and failed.error == "bad input"
         assert store.claim_task("w", lease_seconds=30) is None  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ records
+
+    def test_records_put_get_list_delete(self, make_store: Callable[[], MemoryStore]) -> None:
+        """Records are small JSON values by (namespace, key): listed by key prefix in key order,
+        deleted by writing None, visible to another handle, namespaces kept apart."""
+        store = make_store()
+        store.put_records("grant", {"kb:1\x1fbob": {"mode": "read"}, "kb:1\x1fann": {"mode": "write"}})
+        store.put_records("grant", {"kb:2\x1fbob": {"mode": "read"}})
+        store.put_records("doc", {"kb:1\x1fbob": {"other": True}})
+        other = make_store()
+        assert other.get_record("grant", "kb:1\x1fbob") == {"mode": "read"}
+        assert [k for k, _ in other.list_records("grant", "kb:1\x1f")] == ["kb:1\x1fann", "kb:1\x1fbob"]
+        assert len(other.list_records("grant")) == 3
+        store.put_records("grant", {"kb:1\x1fbob": None, "kb:1\x1fann": {"mode": "read"}})
+        assert other.get_record("grant", "kb:1\x1fbob") is None
+        assert other.get_record("grant", "kb:1\x1fann") == {"mode": "read"}
+        assert other.get_record("doc", "kb:1\x1fbob") == {"other": True}
+
+    def test_records_are_atomic_with_items(self, store: MemoryStore) -> None:
+        """A record written in a batch whose item write fails is not written either."""
+        if not store.supports_transactions:
+            pytest.skip("backend has no transactions")
+        (a,) = put(store, item("x"))
+        with pytest.raises(ConflictError):
+            store.batch([PutRecords("doc", {"k": {"v": 1}}), PutItems([a], None, [99])])
+        assert store.get_record("doc", "k") is None
+
+    def test_replace_space_reembeds_a_cube(self, store: MemoryStore) -> None:
+        """A PutItems with replace_space swaps every vector of a cube to another model (and
+        dimension) at once; vector search then answers in the new space only."""
+        a, b = put(store, item("red apples"), item("blue sky"))
+        store.batch([VectorSearch(["cube-a"], EMB.embed(["sky"])[0], None, 2, EMB.model_id)])  # view loaded
+        other = HashEmbedder(dim=16)
+        with pytest.raises(InvalidInputError):
+            store.put([a.evolve(embedding_model=other.model_id)], list(other.embed([a.memory])))
+        moved = [i.evolve(embedding_model=other.model_id) for i in (a, b)]
+        store.batch([PutItems(moved, list(other.embed([a.memory, b.memory])), replace_space=True)])
+        hits = store.batch([VectorSearch(["cube-a"], other.embed(["blue sky"])[0], None, 2, other.model_id)])[
+            0
+        ]
+        assert hits[0].id == b.id
+        with pytest.raises(InvalidInputError):
+            store.batch([VectorSearch(["cube-a"], EMB.embed(["blue sky"])[0], None, 2, EMB.model_id)])

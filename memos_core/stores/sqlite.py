@@ -38,10 +38,13 @@ from ..ports import (
     DeleteItems,
     EnqueueTask,
     GetItems,
+    GetRecords,
     ListItems,
+    ListRecords,
     MemoryStore,
     Op,
     PutItems,
+    PutRecords,
     ScoredId,
     TextSearch,
     TouchItems,
@@ -90,6 +93,12 @@ CREATE TABLE IF NOT EXISTS embed_cache (
     PRIMARY KEY (model_id, text_hash)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
 """
 )
 
@@ -296,7 +305,8 @@ class SqliteStore(MemoryStore):
 
     def batch(self, ops: Sequence[Op]) -> list[Any]:
         write = any(
-            isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask)) for op in ops
+            isinstance(op, (PutItems, DeleteItems, TouchItems, EnqueueTask, CompleteTask, PutRecords))
+            for op in ops
         )
         needs_vectors = any(isinstance(op, VectorSearch) for op in ops)
         if needs_vectors and write:
@@ -344,6 +354,25 @@ class SqliteStore(MemoryStore):
             return self._enqueue(conn, op)
         if isinstance(op, CompleteTask):
             return self._complete(conn, op)
+        if isinstance(op, PutRecords):
+            return self._put_records(conn, op)
+        if isinstance(op, GetRecords):
+            found = {
+                r["key"]: json.loads(r["value"])
+                for chunk in _chunks(list(dict.fromkeys(op.keys)), 500)
+                for r in conn.execute(
+                    f"SELECT key, value FROM records WHERE namespace = ? AND key IN ({_in(chunk)})",
+                    [op.namespace, *chunk],
+                )
+            }
+            return [found.get(k) for k in op.keys]
+        if isinstance(op, ListRecords):
+            rows = conn.execute(
+                "SELECT key, value FROM records WHERE namespace = ? AND substr(key, 1, ?) = ? "
+                "ORDER BY key LIMIT ?",
+                (op.namespace, len(op.prefix), op.prefix, op.limit),
+            )
+            return [(r["key"], json.loads(r["value"])) for r in rows]
         raise InvalidInputError(f"unknown store operation {op!r}")
 
     # ------------------------------------------------------------------ items
@@ -361,7 +390,7 @@ class SqliteStore(MemoryStore):
             found = 0 if old is None else old["revision"]
             if expected is not None and found != expected:
                 raise ConflictError(f"item {item.id} is at revision {found}, expected {expected}")
-            if vec is not None:
+            if vec is not None and not op.replace_space:
                 space = (item.cube_id, int(np.asarray(vec).shape[-1]), item.embedding_model)
                 if space not in checked:  # checked after earlier items of this op were written
                     self._check_space(conn, *space)
@@ -376,6 +405,17 @@ class SqliteStore(MemoryStore):
                 conn.execute(
                     "INSERT OR IGNORE INTO embed_cache(model_id, text_hash, vector) VALUES (?, ?, ?)",
                     (item.embedding_model, text_hash(item.memory), row["embedding"]),
+                )
+
+    def _put_records(self, conn: sqlite3.Connection, op: PutRecords) -> None:
+        for key, value in op.records.items():
+            if value is None:
+                conn.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (op.namespace, key))
+            else:
+                conn.execute(
+                    "INSERT INTO records(namespace, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
+                    (op.namespace, key, json.dumps(value, ensure_ascii=False, sort_keys=True)),
                 )
 
     def _check_space(self, conn: sqlite3.Connection, cube_id: str, dim: int, model: str | None) -> None:
@@ -536,8 +576,12 @@ class SqliteStore(MemoryStore):
                 row = fresh.get(r["item_id"])
                 if row is None or row["status"] == "deleted" or row["embedding"] is None:
                     cube.remove(r["item_id"])  # hard-deleted ids have no row any more
-                else:
-                    cube.upsert(row["id"], np.frombuffer(row["embedding"], dtype=np.float32))
+                    continue
+                vec = np.frombuffer(row["embedding"], dtype=np.float32)
+                if cube.ids and vec.shape[0] != cube.dim:
+                    del self._cubes[r["cube_id"]]  # re-embedded into another space: reload
+                    continue
+                cube.upsert(row["id"], vec)
             if rows:
                 last = rows[-1]["seq"]
                 for cube in self._cubes.values():
