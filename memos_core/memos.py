@@ -12,8 +12,10 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -24,15 +26,30 @@ from . import filters as F
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import (
     ConflictError,
+    CubeNotFoundError,
     InvalidInputError,
     KnowledgeBaseNotFoundError,
+    LLMError,
     MemoryNotFoundError,
     NotSupportedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     TaskNotFoundError,
 )
-from .ports import Embedder, EnqueueTask, MemoryStore, Op, PutItems
-from .reader import Limits, WindowConfig, fast_items, refine, validate_messages
+from .facts import extract_facts, slot_of
+from .lifecycle import FactDraft, archive, next_version, plan_facts, rollback
+from .llms import LLM
+from .ports import Embedder, EnqueueTask, MemoryStore, Op, PutItems, PutRecords, TouchItems
+from .reader import (
+    Limits,
+    WindowConfig,
+    fast_items,
+    image_items,
+    llm_facts,
+    refine,
+    rule_facts,
+    validate_messages,
+)
 from .retrieval import RetrievalConfig, hybrid_search
 from .scheduler import MemScheduler
 from .schema import (
@@ -42,15 +59,19 @@ from .schema import (
     MemoryStatus,
     Page,
     SearchData,
+    SourceRef,
     Task,
     TaskStatus,
-    VersionRecord,
     new_id,
+    parse_time,
     utcnow,
 )
 from .stores.sqlite import SqliteStore
+from .text import keywords, tokenize
 
-__all__ = ["MemOS", "user_cube_id"]
+__all__ = ["MemOS", "kb_cube_id", "user_cube_id"]
+
+log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 FINE_ADD = "fine_add"
@@ -69,6 +90,21 @@ def user_cube_id(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+def kb_cube_id(kb_id: str) -> str:
+    """The cube that holds a knowledge base."""
+    return f"kb:{kb_id}"
+
+
+_SEP = "\x1f"  # between parts of a record key; ids cannot contain control characters
+CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user", "doc", "working"
+_RETRACT = re.compile(
+    r"^(?:no[,.!]?\s+|actually[,]?\s+)?(?:please\s+)?(?:forget\s+(?:that\s+|about\s+)?|"
+    r"(?:that'?s|that\s+is|it'?s)\s+(?:wrong|not\s+true|incorrect|outdated)[:,.!]?\s*(?:that\s+)?|"
+    r"i\s+no\s+longer\s+|i\s+(?:don'?t|do\s+not)\s+(?P<verb>\w+)\s+(?P<rest>.+?)\s+any\s*more\b)(?P<what>.*)$",
+    re.I,
+)
+
+
 class MemOS:
     """Memory for many users, agents and conversations, in one data folder.
 
@@ -80,6 +116,12 @@ class MemOS:
             ``"inline"`` runs it only when asked (``async_mode=False``, ``run_pending()``);
             ``"off"`` leaves tasks queued for another process.
         window / retrieval / limits: fast-stage windows, search knobs, request limits.
+        llm: refines chat windows into facts (third person, absolute dates) and reads
+            feedback; without one, the deterministic rules of :mod:`memos_core.facts` do.
+            When the LLM keeps answering badly or cannot be reached, the rules take over.
+        vision_llm: captions images (an LLM with ``supports_vision``); OCR needs none.
+        allow_local_images: image parts may name local files (off for a server).
+        working_size: how many memories a conversation's working set holds.
     """
 
     def __init__(
@@ -93,6 +135,11 @@ class MemOS:
         retrieval: RetrievalConfig | None = None,
         limits: Limits | None = None,
         lease_seconds: float = 60.0,
+        llm: LLM | None = None,
+        vision_llm: LLM | None = None,
+        llm_attempts: int = 2,
+        allow_local_images: bool = True,
+        working_size: int = 16,
     ) -> None:
         if scheduler not in ("thread", "inline", "off"):
             raise InvalidInputError(f"scheduler must be 'thread', 'inline' or 'off', not {scheduler!r}")
@@ -109,6 +156,11 @@ class MemOS:
         self.window = window or WindowConfig()
         self.retrieval = retrieval or RetrievalConfig()
         self.limits = limits or Limits()
+        self.llm = llm
+        self.vision_llm = vision_llm
+        self.llm_attempts = llm_attempts
+        self.allow_local_images = allow_local_images
+        self.working_size = max(2, working_size)
         self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
         self._mode = scheduler
         if scheduler == "thread":
@@ -146,12 +198,14 @@ class MemOS:
         tags: Sequence[str] | None = None,
         info: Mapping[str, Any] | None = None,
         async_mode: bool = True,
+        cube_id: str | None = None,
     ) -> Envelope[AddData]:
         """Remember a conversation turn (or several).
 
         The fast stage has run when this returns: the memories are stored and searchable,
         and their ids are final. The fine stage runs as task ``data.task_id``; with
-        ``async_mode=False`` this call waits for it.
+        ``async_mode=False`` this call waits for it. ``cube_id`` writes into a cube another
+        user shared with ``user_id`` read-write (default: the user's own cube).
         """
         _check_id("user_id", user_id)
         for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
@@ -162,10 +216,11 @@ class MemOS:
             raise NotSupportedError(
                 "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
             )
+        target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
+        self._require(user_id, target, "write")
         msgs = validate_messages(messages, self.limits)
-        items = fast_items(
-            msgs,
-            cube_id=user_cube_id(user_id),
+        scope: dict[str, Any] = dict(
+            cube_id=target,
             user_id=user_id,
             conversation_id=conversation_id,
             agent_id=agent_id,
@@ -173,8 +228,10 @@ class MemOS:
             tags=tag_list,
             info=info_dict,
             embedding_model=self.embedder.model_id,
-            window=self.window,
         )
+        items = fast_items(msgs, window=self.window, **scope)
+        images = image_items(msgs, **scope)
+        items += [item for item, _ in images]
         vectors = self.embedder.embed([i.memory for i in items])
         ids = [i.id for i in items]
         now = utcnow()
@@ -186,7 +243,13 @@ class MemOS:
             updated_at=now,
             memory_ids=ids,
         )
-        self.store.batch([PutItems(items, list(vectors)), EnqueueTask(task, {"memory_ids": ids})])
+        payload: dict[str, Any] = {"memory_ids": ids}
+        if images:
+            payload["images"] = {item.id: url for item, url in images}
+        ops: list[Op] = [PutItems(items, list(vectors)), EnqueueTask(task, payload)]
+        if conversation_id is not None:
+            ops.append(self._working_update(target, conversation_id, recent=ids))
+        self.store.batch(ops)
         status = TaskStatus.QUEUED
         if not async_mode:
             status = self.scheduler.wait(task.task_id).status
@@ -195,13 +258,79 @@ class MemOS:
         return Envelope(data=AddData(task_id=task.task_id, memory_ids=ids, status=status))
 
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
+        """The fine stage: deterministic enrichment and de-duplication of the fast items,
+        facts (by the LLM, else the rules) superseding older ones by slot, images read."""
         write, _merged = refine(
             self.store,
             payload["memory_ids"],
             dedup_threshold=self.retrieval.dedup_threshold,
             dedup_overlap=self.retrieval.dedup_overlap,
         )
-        return [write]
+        refined = list(write.items)
+        vectors: list[Any] = list(write.embeddings or [None] * len(refined))
+        images: dict[str, str] = payload.get("images", {})
+        drafts: list[FactDraft] = []
+        for idx, item in enumerate(refined):
+            if item.id in images:
+                refined[idx], vectors[idx] = self._read_image(item, images[item.id])
+            elif item.status == MemoryStatus.ACTIVATED.value:
+                drafts += self._facts_of(item)
+        first = PutItems(refined, vectors, write.if_revisions)
+        facts, _report = plan_facts(self.store, self.embedder, drafts, exclude=[i.id for i in refined])
+        return [first, facts]
+
+    def _facts_of(self, item: MemoryItem) -> list[FactDraft]:
+        if self.llm is not None:
+            try:
+                found = llm_facts(self.llm, item, attempts=self.llm_attempts)
+                if found:
+                    return found
+            except LLMError as exc:  # bad JSON after retries, or unreachable: use the rules
+                log.warning("LLM fact extraction failed for %s, using the rules: %s", item.id, exc)
+        return rule_facts(item)
+
+    def _read_image(self, item: MemoryItem, url: str) -> tuple[MemoryItem, Any]:
+        """OCR (and a caption, with a vision LLM) for an image memory; a failure to read the
+        image is recorded on its source, never fatal."""
+        from .images import read_image
+
+        reading = read_image(url, allow_local=self.allow_local_images)
+        text = item.memory
+        if reading.ocr_text:
+            text += f"\nText in the image: {reading.ocr_text}"
+        if self.vision_llm is not None and reading.ok and reading.data is not None:
+            caption = self._caption(reading.data, reading.mime or "image/png")
+            if caption:
+                text += f"\nThe image shows: {caption}"
+        errors = "; ".join(e for e in (reading.error, reading.ocr_error) if e) or None
+        sources = [s.model_copy(update={"error": errors}) for s in item.sources]
+        new = item.evolve(
+            memory=text, sources=sources, mode="fine", keywords=keywords(text), updated_at=utcnow()
+        )
+        return new, (self.embedder.embed([text])[0] if text != item.memory else None)
+
+    def _caption(self, data: bytes, mime: str) -> str:
+        import base64
+
+        assert self.vision_llm is not None
+        url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        try:
+            answer = self.vision_llm.chat(
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Describe this image in one short sentence."},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ],
+                max_tokens=80,
+            )
+        except LLMError as exc:
+            log.warning("image caption failed: %s", exc)
+            return ""
+        return " ".join(answer.split())[:500]
 
     def _check_tags(self, tags: Sequence[str] | None) -> list[str]:
         if tags is None:
@@ -239,10 +368,17 @@ class MemOS:
         agent_id: str | None = None,
         filter: Mapping[str, Any] | None = None,
         knowledgebase_ids: Sequence[str] | None = None,
+        cube_ids: Sequence[str] | None = None,
         top_k: int = 10,
     ) -> Envelope[SearchData]:
         """Hybrid search over the user's memories (activated ones unless ``filter`` says
-        otherwise about ``status``), narrowed to a conversation or agent when given."""
+        otherwise about ``status``), narrowed to a conversation or agent when given.
+
+        ``knowledgebase_ids`` and ``cube_ids`` (cubes other users shared) are searched too,
+        each checked against the user's grants (PermissionDeniedError otherwise), and merged
+        by score; every hit says where it came from in ``origin`` and ``cube_id``. Memories in
+        the conversation's working set get a small bonus (``score_details["working"]``).
+        """
         _check_id("user_id", user_id)
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
@@ -254,18 +390,334 @@ class MemOS:
             raise InvalidInputError("top_k must be a positive integer")
         if top_k > self.limits.max_top_k:
             raise PayloadTooLargeError(f"top_k={top_k} exceeds the limit of {self.limits.max_top_k}")
-        if knowledgebase_ids:
-            # Knowledge bases (shared cubes with grants) are not built yet: name the id
-            # instead of silently searching nothing.
-            raise KnowledgeBaseNotFoundError(f"no knowledge base {next(iter(knowledgebase_ids))!r}")
+        others: dict[str, str] = {}
+        for kb in self._id_list("knowledgebase_ids", knowledgebase_ids):
+            cube = kb_cube_id(kb)
+            if self.store.get_record(CUBES, cube) is None:
+                raise KnowledgeBaseNotFoundError(f"no knowledge base {kb!r}")
+            self._require(user_id, cube, "read")
+            others[cube] = "knowledgebase"
+        own = user_cube_id(user_id)
+        for cube in self._id_list("cube_ids", cube_ids):
+            if cube != own:
+                self._require(user_id, cube, "read")
+                others.setdefault(cube, "knowledgebase" if cube.startswith("kb:") else "shared")
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
+        boosts = self._working_boosts(own, conversation_id)
+        q = query.strip()
         hits = hybrid_search(
-            self.store, self.embedder, [user_cube_id(user_id)], query.strip(), where,
-            top_k=top_k, config=self.retrieval,
-        )  # fmt: skip
+            self.store, self.embedder, [own], q, where, top_k=top_k, config=self.retrieval, boosts=boosts
+        )
+        if others:
+            wider = self._scope(filter)
+            found = hybrid_search(
+                self.store, self.embedder, list(others), q, wider, top_k=top_k, config=self.retrieval
+            )
+            labelled = [h.model_copy(update={"origin": others.get(h.cube_id, "shared")}) for h in found]
+            hits = sorted([*hits, *labelled], key=lambda h: -h.score)[:top_k]
         if hits:
-            self.store.touch([h.id for h in hits], utcnow())
+            ops: list[Op] = [TouchItems([h.id for h in hits], utcnow())]
+            if conversation_id is not None:
+                ops.append(self._working_update(own, conversation_id, used=[h.id for h in hits[:5]]))
+            self.store.batch(ops)
         return Envelope(data=SearchData(memory_detail_list=hits))
+
+    @staticmethod
+    def _id_list(name: str, values: Sequence[str] | None) -> list[str]:
+        if values is None:
+            return []
+        if isinstance(values, str):
+            raise InvalidInputError(f"{name} must be a list of ids, not a string")
+        return [str(_check_id(name, v)) for v in dict.fromkeys(values)]
+
+    # ------------------------------------------------------------------ cubes and grants
+
+    def _owner(self, cube_id: str) -> str | None:
+        if cube_id.startswith("user:"):
+            return cube_id[5:]
+        record = self.store.get_record(CUBES, cube_id)
+        return None if record is None else str(record["owner"])
+
+    def _require(self, user_id: str, cube_id: str, mode: Literal["read", "write"]) -> None:
+        """PermissionDeniedError unless ``user_id`` owns ``cube_id`` or was granted ``mode``
+        (a read-write grant allows reading too). Nothing of the cube is revealed."""
+        owner = self._owner(cube_id)
+        if owner == user_id:
+            return
+        grant = self.store.get_record(GRANTS, f"{cube_id}{_SEP}{user_id}")
+        if grant is not None and (mode == "read" or grant.get("mode") == "write"):
+            return
+        if owner is None and not cube_id.startswith(("user:", "kb:")):
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        raise PermissionDeniedError(f"user {user_id!r} may not {mode} cube {cube_id!r}")
+
+    def share_cube(
+        self,
+        cube_id: str,
+        with_user_id: str,
+        mode: Literal["read", "write"] = "read",
+        *,
+        user_id: str | None = None,
+    ) -> Envelope[dict[str, str]]:
+        """Let ``with_user_id`` search (``"read"``) or also add to (``"write"``) ``cube_id``.
+        ``user_id``, when given, must be the cube's owner (the server always gives it)."""
+        _check_id("cube_id", cube_id)
+        _check_id("with_user_id", with_user_id)
+        if mode not in ("read", "write"):
+            raise InvalidInputError(f"mode must be 'read' or 'write', not {mode!r}")
+        owner = self._owner(cube_id)
+        if owner is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        if user_id is not None and user_id != owner:
+            raise PermissionDeniedError(f"only the owner of {cube_id!r} can share it")
+        if with_user_id == owner:
+            raise InvalidInputError("a cube's owner has full access already")
+        grant = {
+            "cube_id": cube_id,
+            "user_id": with_user_id,
+            "mode": mode,
+            "granted_at": utcnow().isoformat(),
+        }
+        self.store.batch(
+            [
+                PutRecords(GRANTS, {f"{cube_id}{_SEP}{with_user_id}": grant}),
+                PutRecords(GRANTS_BY_USER, {f"{with_user_id}{_SEP}{cube_id}": grant}),
+            ]
+        )
+        return Envelope(data={"cube_id": cube_id, "user_id": with_user_id, "mode": mode})
+
+    def unshare_cube(self, cube_id: str, with_user_id: str, *, user_id: str | None = None) -> Envelope[bool]:
+        """Withdraw a grant; ``data`` says whether there was one."""
+        _check_id("cube_id", cube_id)
+        _check_id("with_user_id", with_user_id)
+        owner = self._owner(cube_id)
+        if owner is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        if user_id is not None and user_id != owner:
+            raise PermissionDeniedError(f"only the owner of {cube_id!r} can unshare it")
+        had = self.store.get_record(GRANTS, f"{cube_id}{_SEP}{with_user_id}") is not None
+        self.store.batch(
+            [
+                PutRecords(GRANTS, {f"{cube_id}{_SEP}{with_user_id}": None}),
+                PutRecords(GRANTS_BY_USER, {f"{with_user_id}{_SEP}{cube_id}": None}),
+            ]
+        )
+        return Envelope(data=had)
+
+    def list_shares(self, user_id: str) -> Envelope[dict[str, list[dict[str, Any]]]]:
+        """Cubes shared *with* ``user_id`` (``shared_with_me``) and grants on the cubes the
+        user owns (``granted``)."""
+        _check_id("user_id", user_id)
+        mine = [v for _, v in self.store.list_records(GRANTS_BY_USER, f"{user_id}{_SEP}")]
+        owned = [user_cube_id(user_id)] + [
+            k for k, v in self.store.list_records(CUBES) if v.get("owner") == user_id
+        ]
+        granted = [v for cube in owned for _, v in self.store.list_records(GRANTS, f"{cube}{_SEP}")]
+        return Envelope(data={"shared_with_me": mine, "granted": granted})
+
+    # ------------------------------------------------------------------ knowledge bases
+
+    def create_knowledgebase(
+        self, user_id: str, *, kb_id: str | None = None, name: str | None = None, description: str = ""
+    ) -> Envelope[dict[str, Any]]:
+        """A shared cube for documents, owned by ``user_id``; share it with
+        :meth:`share_cube` (``kb_cube_id(kb_id)``) to let others search it."""
+        _check_id("user_id", user_id)
+        kb = str(_check_id("kb_id", kb_id)) if kb_id is not None else new_id()
+        cube = kb_cube_id(kb)
+        if self.store.get_record(CUBES, cube) is not None:
+            raise InvalidInputError(f"knowledge base {kb!r} exists already")
+        record = {
+            "cube_id": cube,
+            "kb_id": kb,
+            "kind": "knowledgebase",
+            "owner": user_id,
+            "name": name or kb,
+            "description": description,
+            "created_at": utcnow().isoformat(),
+        }
+        self.store.put_records(CUBES, {cube: record})
+        return Envelope(data=record)
+
+    def _kb(self, kb_id: str, user_id: str, mode: Literal["read", "write"]) -> str:
+        _check_id("kb_id", kb_id)
+        _check_id("user_id", user_id)
+        cube = kb_cube_id(kb_id)
+        if self.store.get_record(CUBES, cube) is None:
+            raise KnowledgeBaseNotFoundError(f"no knowledge base {kb_id!r}")
+        self._require(user_id, cube, mode)
+        return cube
+
+    def list_knowledgebases(self, user_id: str) -> Envelope[list[dict[str, Any]]]:
+        """Knowledge bases ``user_id`` owns or was granted."""
+        _check_id("user_id", user_id)
+        granted = {v["cube_id"] for _, v in self.store.list_records(GRANTS_BY_USER, f"{user_id}{_SEP}")}
+        return Envelope(
+            data=[
+                v
+                for k, v in self.store.list_records(CUBES, "kb:")
+                if v.get("owner") == user_id or k in granted
+            ]
+        )
+
+    def add_document(
+        self,
+        kb_id: str,
+        source: str | Path | bytes,
+        *,
+        user_id: str,
+        filename: str | None = None,
+        chunk_size: int = 800,
+        chunk_overlap: int = 120,
+        tags: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> Envelope[dict[str, Any]]:
+        """Read a PDF, DOCX, HTML, Markdown or text document into a knowledge base, one
+        memory per chunk (with overlap), each traceable to the document and its character
+        span. Adding the same bytes again replaces the earlier import (same ids)."""
+        import uuid
+
+        from tqdm import tqdm
+
+        from .documents import chunk_text, read_document
+
+        cube = self._kb(kb_id, user_id, "write")
+        tag_list = self._check_tags(tags)
+        doc = read_document(source, filename=filename)
+        chunks = chunk_text(doc.text, size=chunk_size, overlap=chunk_overlap)
+        now = utcnow()
+        record = {
+            "doc_id": doc.doc_id,
+            "kb_id": kb_id,
+            "filename": doc.filename,
+            "kind": doc.kind,
+            "title": doc.title,
+            "size_bytes": doc.size_bytes,
+            "chunks": len(chunks),
+            "added_by": user_id,
+            "added_at": now.isoformat(),
+            "status": "importing",
+        }
+        key = f"{cube}{_SEP}{doc.doc_id}"
+        self.store.put_records(DOCS, {key: record})
+        # Earlier imports of the same document: chunks past the new count are removed.
+        stale = self.store.delete([cube], where=F.parse_filter({"doc_id": doc.doc_id}), hard=True)
+        items: list[MemoryItem] = []
+        for chunk in chunks:
+            items.append(
+                MemoryItem(
+                    id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{cube}/{doc.doc_id}/{chunk.index}")),
+                    cube_id=cube,
+                    user_id=user_id,
+                    memory=chunk.text.strip(),
+                    key=f"{doc.title or doc.filename} #{chunk.index + 1}",
+                    memory_type="knowledge",
+                    mode="fine",
+                    tags=tag_list,
+                    info={"doc_id": doc.doc_id, "filename": doc.filename},
+                    keywords=keywords(chunk.text),
+                    sources=[
+                        SourceRef(
+                            type="doc",
+                            doc_id=doc.doc_id,
+                            chunk_index=chunk.index,
+                            url=doc.filename,
+                            char_start=chunk.start,
+                            char_end=chunk.end,
+                        )
+                    ],
+                    created_at=now,
+                    updated_at=now,
+                    event_time=now,
+                    embedding_model=self.embedder.model_id,
+                )
+            )
+        bar = tqdm(total=len(items), desc=f"importing {doc.filename}", unit="chunk", disable=not progress)
+        for start in range(0, len(items), 64):
+            part = items[start : start + 64]
+            self.store.put(part, list(self.embedder.embed([i.memory for i in part])))
+            bar.update(len(part))
+        bar.close()
+        record = {**record, "status": "ready", "replaced_chunks": stale}
+        self.store.put_records(DOCS, {key: record})
+        return Envelope(data={**record, "memory_ids": [i.id for i in items]})
+
+    def list_documents(self, kb_id: str, *, user_id: str) -> Envelope[list[dict[str, Any]]]:
+        cube = self._kb(kb_id, user_id, "read")
+        return Envelope(data=[v for _, v in self.store.list_records(DOCS, f"{cube}{_SEP}")])
+
+    def delete_document(self, kb_id: str, doc_id: str, *, user_id: str) -> Envelope[dict[str, int]]:
+        """Remove a document and all its chunks (hard delete)."""
+        cube = self._kb(kb_id, user_id, "write")
+        _check_id("doc_id", doc_id)
+        key = f"{cube}{_SEP}{doc_id}"
+        if self.store.get_record(DOCS, key) is None:
+            raise InvalidInputError(f"knowledge base {kb_id!r} has no document {doc_id!r}")
+        count = self.store.delete([cube], where=F.parse_filter({"doc_id": doc_id}), hard=True)
+        self.store.put_records(DOCS, {key: None})
+        return Envelope(data={"deleted": count})
+
+    def delete_knowledgebase(self, kb_id: str, *, user_id: str) -> Envelope[dict[str, int]]:
+        """Remove a knowledge base, its documents, memories and grants (owner only)."""
+        cube = self._kb(kb_id, user_id, "read")
+        if self._owner(cube) != user_id:
+            raise PermissionDeniedError(f"only the owner can delete knowledge base {kb_id!r}")
+        count = self.store.delete([cube], where=F.parse_filter({"id": {"exists": True}}), hard=True)
+        grants = self.store.list_records(GRANTS, f"{cube}{_SEP}")
+        self.store.batch(
+            [
+                PutRecords(DOCS, {k: None for k, _ in self.store.list_records(DOCS, f"{cube}{_SEP}")}),
+                PutRecords(GRANTS, {k: None for k, _ in grants}),
+                PutRecords(GRANTS_BY_USER, {f"{v['user_id']}{_SEP}{cube}": None for _, v in grants}),
+                PutRecords(CUBES, {cube: None}),
+            ]
+        )
+        return Envelope(data={"deleted": count})
+
+    # ------------------------------------------------------------------ working memory
+
+    def _working_update(
+        self, cube_id: str, conversation_id: str, *, recent: Sequence[str] = (), used: Sequence[str] = ()
+    ) -> PutRecords:
+        """The conversation's working set with ``recent`` turns and ``used`` hits folded in,
+        bounded to ``working_size`` (half recent turns, half most-used memories). Last writer
+        wins: it is a cache of attention, not a record of truth."""
+        key = f"{cube_id}{_SEP}{conversation_id}"
+        ws = self.store.get_record(WORKING, key) or {"recent": [], "used": {}}
+        half = self.working_size // 2
+        recent_ids = list(dict.fromkeys([*recent, *ws.get("recent", [])]))[:half]
+        counts: dict[str, int] = dict(ws.get("used", {}))
+        for i in used:
+            counts[i] = counts.get(i, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[: self.working_size]
+        value = {"recent": recent_ids, "used": dict(top), "updated_at": utcnow().isoformat()}
+        return PutRecords(WORKING, {key: value})
+
+    def _working_ids(self, cube_id: str, conversation_id: str) -> list[str]:
+        ws = self.store.get_record(WORKING, f"{cube_id}{_SEP}{conversation_id}")
+        if ws is None:
+            return []
+        used = [i for i, _ in sorted(ws.get("used", {}).items(), key=lambda kv: -kv[1])]
+        half = self.working_size // 2
+        recent = list(ws.get("recent", []))
+        return list(dict.fromkeys([*recent, *used[: self.working_size - len(recent[:half])]]))[
+            : self.working_size
+        ]
+
+    def _working_boosts(self, cube_id: str, conversation_id: str | None) -> dict[str, float]:
+        if conversation_id is None or self.retrieval.working_weight <= 0:
+            return {}
+        return {i: self.retrieval.working_weight for i in self._working_ids(cube_id, conversation_id)}
+
+    def get_working_memory(self, user_id: str, conversation_id: str) -> Envelope[list[MemoryItem]]:
+        """The conversation's working set: its latest turns and the memories its recent
+        searches used most, active ones only, at most ``working_size``. This is what search
+        consults first and what activation memory turns into KV caches."""
+        _check_id("user_id", user_id)
+        _check_id("conversation_id", conversation_id)
+        ids = self._working_ids(user_cube_id(user_id), conversation_id)
+        items = [i for i in self.store.get(ids) if i is not None and i.status == MemoryStatus.ACTIVATED.value]
+        return Envelope(data=items)
 
     @staticmethod
     def _scope(
@@ -356,18 +808,32 @@ class MemOS:
                 old = self._get(memory_id)
                 if old.status == MemoryStatus.DELETED.value:
                     raise InvalidInputError(f"memory {memory_id!r} is deleted")
-                record = VersionRecord(
-                    version=old.version, memory=old.memory, tags=old.tags, info=old.info, status=old.status
+                new = next_version(
+                    old,
+                    reason="update",
+                    memory=memory,
+                    tags=tag_list,
+                    info=info_dict,
+                    embedding_model=self.embedder.model_id if vector is not None else None,
                 )
-                new = old.evolve(
-                    memory=memory if memory is not None else old.memory,
-                    tags=tag_list if tag_list is not None else old.tags,
-                    info=info_dict if info_dict is not None else old.info,
-                    version=old.version + 1,
-                    history=[*old.history, record],
-                    updated_at=utcnow(),
-                    embedding_model=self.embedder.model_id if vector is not None else old.embedding_model,
-                )
+                self.store.batch([PutItems([new], [vector], [old.revision])])
+        return Envelope(data=new)
+
+    def rollback_memory(self, memory_id: str, version: int) -> Envelope[MemoryItem]:
+        """Restore an earlier version's content as a new version (the current one is kept
+        in ``history`` too, so a rollback can itself be rolled back)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidInputError("version must be a positive integer")
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
+        ):
+            with attempt:
+                old = self._get(memory_id)
+                if old.status == MemoryStatus.DELETED.value:
+                    raise InvalidInputError(f"memory {memory_id!r} is deleted")
+                new = rollback(old, version)
+                vector = self.embedder.embed([new.memory])[0]
+                new = new.evolve(status=MemoryStatus.ACTIVATED.value, embedding_model=self.embedder.model_id)
                 self.store.batch([PutItems([new], [vector], [old.revision])])
         return Envelope(data=new)
 
@@ -409,15 +875,143 @@ class MemOS:
         return Envelope(data={"deleted": count})
 
     def add_feedback(
-        self, user_id: str, conversation_id: str | None, feedback_content: str, **kwargs: Any
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        feedback_content: str,
+        *,
+        feedback_time: str | datetime | None = None,
+        agent_id: str | None = None,
+        memory_ids: Sequence[str] | None = None,
+        name: str | None = None,
     ) -> Envelope[dict[str, Any]]:
-        """Correct memories from user feedback. Needs an LLM to find what the feedback
-        targets; until the LLM-backed MemReader exists this raises NotSupportedError."""
+        """Correct memories from what the user says ("no, I moved to Berlin in May").
+
+        The feedback is stored as a memory of its own (``memory_type="feedback"``), so the
+        correction itself is never lost. Facts in it supersede the facts they contradict
+        (the old text goes into their history, archived), through the same mechanism as the
+        fine stage. A retraction ("forget that I like sushi", "I no longer play tennis")
+        archives the memories it names: ``memory_ids`` if given, else the user's facts that
+        best match it. Every changed memory gets the feedback as a source.
+
+        Returns ``{"feedback_id", "added", "superseded", "archived", "confirmed"}``.
+        """
         _check_id("user_id", user_id)
-        raise NotSupportedError(
-            "add_feedback needs an LLM-backed MemReader, which is not configured in this build; "
-            "use update_memory or delete_memory to correct memories directly"
+        _check_id("conversation_id", conversation_id, required=False)
+        _check_id("agent_id", agent_id, required=False)
+        if not isinstance(feedback_content, str) or not feedback_content.strip():
+            raise InvalidInputError("feedback_content must be a non-empty string")
+        if len(feedback_content) > self.limits.max_message_chars:
+            raise PayloadTooLargeError(f"feedback_content is longer than {self.limits.max_message_chars}")
+        try:
+            when = parse_time(feedback_time) if feedback_time is not None else utcnow()
+        except ValueError as exc:
+            raise InvalidInputError(f"feedback_time is not a time: {exc}") from exc
+        targets = self._id_list("memory_ids", memory_ids)
+        cube = user_cube_id(user_id)
+        text = " ".join(feedback_content.split())
+        speaker = name or "The user"
+        source = SourceRef(
+            type="feedback",
+            role="user",
+            name=name,
+            chat_time=when,
+            conversation_id=conversation_id,
+            content=text,
         )
+        feedback = MemoryItem(
+            cube_id=cube,
+            user_id=user_id,
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            memory=f"{speaker} corrected ({when.strftime('%d %B %Y').lstrip('0')}): {text}",
+            memory_type="feedback",
+            mode="fine",
+            keywords=keywords(text),
+            sources=[source],
+            event_time=when,
+            embedding_model=self.embedder.model_id,
+        )
+        link = SourceRef(type="memory", memory_id=feedback.id, content="feedback")
+        drafts = [
+            FactDraft(
+                text=f.text,
+                memory_type=f.memory_type,
+                key=f.key,
+                tags=(*f.tags, "feedback"),
+                event_time=f.event_time or when,
+                sources=(source, link),
+                parent=feedback,
+                origin="feedback",
+            )
+            for f in extract_facts(text, speaker=speaker, anchor=when, role="user")
+        ]
+        archived: list[MemoryItem] = []
+        retraction = _RETRACT.match(text)
+        if retraction is not None:
+            what = " ".join(p for p in retraction.group("verb", "rest", "what") if p).strip(" .!")
+            for item in self._retraction_targets(cube, user_id, what, targets):
+                revised = archive(item, f"feedback: {text}")
+                archived.append(revised.evolve(sources=[*revised.sources, source]))
+        elif targets and drafts:
+            # The caller named what the correction replaces: retire those whose slot (if any)
+            # the new facts do not take over in place.
+            slots = {found[0] for d in drafts if (found := slot_of(d.text)) is not None}
+            for target in self.store.get(targets):
+                if (
+                    target is not None
+                    and target.cube_id == cube
+                    and target.status == MemoryStatus.ACTIVATED.value
+                    and (target.key not in slots)
+                ):
+                    archived.append(archive(target, f"replaced by feedback: {text}"))
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
+        ):
+            with attempt:
+                facts, report = plan_facts(
+                    self.store, self.embedder, drafts, exclude=[i.id for i in archived]
+                )
+                vec = self.embedder.embed([feedback.memory])
+                self.store.batch(
+                    [
+                        PutItems([feedback], list(vec), [0]),
+                        PutItems(archived, None, [i.revision for i in archived]),
+                        facts,
+                    ]
+                )
+        return Envelope(
+            data={
+                "feedback_id": feedback.id,
+                "added": report.added,
+                "superseded": report.superseded,
+                "archived": [i.id for i in archived],
+                "confirmed": report.confirmed,
+            }
+        )
+
+    def _retraction_targets(self, cube: str, user_id: str, what: str, targets: list[str]) -> list[MemoryItem]:
+        if targets:
+            found = [i for i in self.store.get(targets) if i is not None]
+            for item in found:
+                if item.cube_id != cube:
+                    raise PermissionDeniedError(f"memory {item.id!r} is not one of {user_id!r}'s memories")
+            return [i for i in found if i.status == MemoryStatus.ACTIVATED.value]
+        if not what:
+            return []
+        where = F.and_(
+            F.eq("status", MemoryStatus.ACTIVATED.value),
+            F.eq("mode", "fine"),
+            F.parse_filter({"memory_type": {"in": ["user", "preference", "long_term"]}}),
+        )
+        hits = hybrid_search(self.store, self.embedder, [cube], what, where, top_k=3, config=self.retrieval)
+        words = set(tokenize(what, drop_stopwords=True))
+        out = []
+        for hit in hits:
+            have = set(tokenize(hit.memory, drop_stopwords=True))
+            if words and len(words & have) / len(words) >= 0.6:
+                out.append(self._get(hit.id))
+        return out
 
     # ------------------------------------------------------------------ introspection
 

@@ -10,20 +10,44 @@ handed out is ever removed: a merged item stays readable with ``merged_into`` se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from . import filters as F
 from .errors import InvalidInputError, PayloadTooLargeError
+from .facts import extract_facts
+from .lifecycle import FactDraft
+from .llms import LLM, structured
 from .ports import MemoryStore, PutItems, VectorSearch
-from .schema import MemoryItem, MemoryStatus, Message, SourceRef, VersionRecord, utcnow
-from .text import content_of, keywords, lexical_overlap, resolve_dates
+from .schema import (
+    MemoryItem,
+    MemoryStatus,
+    Message,
+    SourceRef,
+    VersionRecord,
+    display_url,
+    parse_time,
+    utcnow,
+)
+from .text import content_of, keywords, lexical_overlap, resolve_dates, tokenize
 
-__all__ = ["Limits", "WindowConfig", "fast_items", "refine", "render_line", "validate_messages"]
+__all__ = [
+    "Limits",
+    "WindowConfig",
+    "fast_items",
+    "image_items",
+    "llm_facts",
+    "refine",
+    "render_line",
+    "rule_facts",
+    "validate_messages",
+]
 
 
 @dataclass(frozen=True)
@@ -258,3 +282,202 @@ def _older_duplicate(
         ):
             return found
     return None
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_items(
+    messages: Sequence[Message],
+    *,
+    cube_id: str,
+    user_id: str,
+    conversation_id: str | None,
+    agent_id: str | None,
+    app_id: str | None,
+    tags: Sequence[str],
+    info: Mapping[str, Any],
+    embedding_model: str,
+) -> list[tuple[MemoryItem, str]]:
+    """One ``mode="fast"`` memory per ``image_url`` part: who shared it, when, its URL and
+    the text around it. Paired with the full URL, which the fine stage reads (OCR, caption)."""
+    now = utcnow()
+    out: list[tuple[MemoryItem, str]] = []
+    for msg in messages:
+        if isinstance(msg.content, str):
+            continue
+        around = " ".join(p.text for p in msg.content if p.type == "text" and p.text)
+        when = msg.chat_time.strftime("%d %B %Y, %H:%M").lstrip("0")
+        for part in msg.content:
+            url = part.url() if part.type == "image_url" else ""
+            if not url:
+                continue
+            shown = display_url(url)
+            text = f"{msg.speaker} ({when}) shared an image: {shown}"
+            if around.strip():
+                text += f"\n{msg.speaker} said: {' '.join(around.split())}"
+            item = MemoryItem(
+                cube_id=cube_id,
+                user_id=user_id,
+                agent_id=agent_id,
+                conversation_id=conversation_id,
+                app_id=app_id,
+                memory=text,
+                memory_type="long_term",
+                mode="fast",
+                tags=list(tags),
+                info=dict(info),
+                sources=[
+                    SourceRef(
+                        type="image",
+                        url=shown,
+                        message_id=msg.id,
+                        role=msg.role,
+                        name=msg.name,
+                        chat_time=msg.chat_time,
+                        conversation_id=conversation_id,
+                    )
+                ],
+                created_at=now,
+                updated_at=now,
+                event_time=msg.chat_time,
+                embedding_model=embedding_model,
+            )
+            out.append((item, url))
+    return out
+
+
+# ----------------------------------------------------------------------------- facts
+
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
+_SECOND_PERSON = re.compile(r"\b(?:you|your|yours)\b", re.I)
+FACT_SYSTEM_PROMPT = """Extract facts about the people in the chat. Write each fact as one full \
+sentence in the third person, with names instead of "I" or "you", and with absolute dates \
+(the chat lines carry their dates). Reply with JSON only.
+memory_type is "user" for facts about a person, "preference" for likes and dislikes, \
+"long_term" for anything else.
+Example chat:
+Bob (2 March 2024, 10:00): I work at a bakery and I have two cats.
+Example reply:
+{"facts": [{"memory": "Bob works at a bakery.", "key": "Bob's job", "memory_type": "user", \
+"tags": ["work"]}, {"memory": "Bob has two cats.", "key": "Bob's pets", "memory_type": "user", \
+"tags": ["pets"]}]}"""
+
+
+class _LLMFact(BaseModel):
+    memory: str = Field(min_length=3, max_length=500)
+    key: str | None = Field(default=None, max_length=120)
+    memory_type: str = "long_term"
+    tags: list[str] = Field(default_factory=list, max_length=10)
+    date: str | None = None
+
+
+class _LLMFacts(BaseModel):
+    facts: list[_LLMFact] = Field(max_length=30)
+
+
+def _speaker_of(src: SourceRef) -> str:
+    return src.name or ("The user" if src.role == "user" else src.role or "someone")
+
+
+def rule_facts(item: MemoryItem) -> list[FactDraft]:
+    """Facts from the first-person statements in a chat window, by the rules of
+    :mod:`memos_core.facts` (the path taken without an LLM, or when it fails)."""
+    out: list[FactDraft] = []
+    lines = item.memory.split("\n")
+    for idx, src in enumerate(item.sources):
+        if src.type != "chat" or src.role != "user" or idx >= len(lines):
+            continue
+        anchor = src.chat_time or item.event_time or item.created_at
+        for fact in extract_facts(
+            content_of(lines[idx]), speaker=_speaker_of(src), anchor=anchor, role="user"
+        ):
+            out.append(
+                FactDraft(
+                    text=fact.text,
+                    memory_type=fact.memory_type,
+                    key=fact.key,
+                    tags=fact.tags,
+                    event_time=fact.event_time,
+                    sources=(src, SourceRef(type="memory", memory_id=item.id, content="facts: rules")),
+                    parent=item,
+                    origin="rules",
+                )
+            )
+    return out
+
+
+def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraft]:
+    """Facts from a chat window written by ``llm``, checked before they are believed:
+    first person is resolved to the only speaker (or the fact dropped), and a fact must be
+    grounded in the window (most of its words appear there) — a small model echoing the
+    prompt's example is dropped, not stored. Raises LLMError/LLMOutputError on failure."""
+    chat = [s for s in item.sources if s.type == "chat"]
+    lines = item.memory.split("\n")
+    answer = structured(
+        llm,
+        [
+            {"role": "system", "content": FACT_SYSTEM_PROMPT},
+            {"role": "user", "content": "Chat:\n" + item.memory},
+        ],
+        _LLMFacts,
+        attempts=attempts,
+        prefix='{"facts": [{"memory": "',
+        max_tokens=300,
+    )
+    speakers = list(dict.fromkeys(_speaker_of(s) for s in chat if s.role != "assistant"))
+    window_words = {w[:5] for w in tokenize(content_of(item.memory), drop_stopwords=True)}
+    anchor = chat[-1].chat_time if chat and chat[-1].chat_time else item.event_time or item.created_at
+    out: list[FactDraft] = []
+    seen: set[str] = set()
+    for fact in answer.facts:
+        text = " ".join(fact.memory.split()).strip()
+        if _FIRST_PERSON.search(text):
+            if len(speakers) != 1:
+                continue
+            text = _third_person(text, speakers[0])
+        if _SECOND_PERSON.search(text) or text.lower() in seen:
+            continue
+        words = {w[:5] for w in tokenize(text, drop_stopwords=True)} - {
+            w[:5] for s in speakers for w in tokenize(s)
+        }
+        if not words or len(words & window_words) / len(words) < 0.6:
+            continue  # not grounded in the window
+        seen.add(text.lower())
+        when = _iso_date(fact.date) or next((d for _, d in resolve_dates(text, anchor)), None)
+        line = max(range(len(chat)), key=lambda i: lexical_overlap(text, lines[i]) if i < len(lines) else 0.0)
+        src = chat[line] if chat else None
+        out.append(
+            FactDraft(
+                text=text if text.endswith((".", "!", "?", "。")) else text + ".",
+                memory_type=fact.memory_type if fact.memory_type in ("user", "preference") else "long_term",
+                key=fact.key,
+                tags=tuple(t.strip().lower() for t in fact.tags if t.strip())[:5],
+                event_time=when,
+                sources=(*((src,) if src else ()), SourceRef(type="memory", memory_id=item.id,
+                                                               content=f"facts: {llm.model_id}")),
+                parent=item,
+                origin=llm.model_id,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _third_person(text: str, name: str) -> str:
+    possessive = f"{name}'s"
+    text = re.sub(r"\bmy\b", possessive, text)
+    text = re.sub(r"\bMy\b", possessive, text)
+    text = re.sub(r"\b(?:mine)\b", possessive, text)
+    text = re.sub(r"\bI'm\b", f"{name} is", text)
+    text = re.sub(r"\bI've\b", f"{name} has", text)
+    text = re.sub(r"\b(?:I|me|myself)\b", name, text)
+    return text
+
+
+def _iso_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None

@@ -6,7 +6,7 @@ score in ``score_details``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +35,9 @@ class RetrievalConfig:
         dedup_threshold / dedup_overlap: a hit whose cosine to a better hit reaches
             ``dedup_threshold`` and whose words overlap it by ``dedup_overlap`` is dropped.
         mmr_lambda: 1.0 keeps pure relevance order; lower values trade relevance for variety.
+        fact_weight: bonus for refined facts (``mode="fine"`` items derived from a memory):
+            one clean sentence beats the raw window it was read from on a tie.
+        working_weight: bonus for memories in the conversation's working set.
     """
 
     candidates: int = 50
@@ -48,6 +51,8 @@ class RetrievalConfig:
     dedup_threshold: float = 0.97
     dedup_overlap: float = 0.9
     mmr_lambda: float = 1.0
+    fact_weight: float = 0.03
+    working_weight: float = 0.02
 
 
 def _ranks(hits: Sequence[ScoredId]) -> dict[str, tuple[int, float]]:
@@ -64,8 +69,10 @@ def hybrid_search(
     top_k: int,
     config: RetrievalConfig | None = None,
     now: datetime | None = None,
+    boosts: Mapping[str, float] | None = None,
 ) -> list[MemoryHit]:
-    """Search ``cube_ids`` for ``query`` (already validated) and return explained hits."""
+    """Search ``cube_ids`` for ``query`` (already validated) and return explained hits.
+    ``boosts``: extra score per id (the working set), shown as ``score_details["working"]``."""
     cfg = config or RetrievalConfig()
     now = now or utcnow()
     n = max(cfg.candidates, top_k)
@@ -107,7 +114,17 @@ def hybrid_search(
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
         usage = math.log1p(item.access_count) / math.log1p(100.0)
-        final = rrf / best_rrf + cfg.recency_weight * recency + cfg.usage_weight * min(usage, 1.0)
+        fact = (
+            cfg.fact_weight if item.mode == "fine" and any(s.type == "memory" for s in item.sources) else 0.0
+        )
+        working = (boosts or {}).get(item_id, 0.0)
+        final = (
+            rrf / best_rrf
+            + cfg.recency_weight * recency
+            + cfg.usage_weight * min(usage, 1.0)
+            + fact
+            + working
+        )
         details = {
             "bm25": round(b_score, 6),
             "bm25_rank": float(b_rank),
@@ -116,6 +133,8 @@ def hybrid_search(
             "rrf": round(rrf / best_rrf, 6),
             "recency": round(cfg.recency_weight * recency, 6),
             "usage": round(cfg.usage_weight * min(usage, 1.0), 6),
+            "fact": fact,
+            "working": round(working, 6),
         }
         scored.append((final, item, details))
     scored.sort(key=lambda s: -s[0])

@@ -28,6 +28,7 @@ __all__ = [
     "Task",
     "TaskStatus",
     "VersionRecord",
+    "display_url",
     "format_time",
     "new_id",
     "parse_time",
@@ -97,6 +98,15 @@ class TaskStatus(StrEnum):
 _Frozen = ConfigDict(frozen=True, extra="forbid")
 
 
+def display_url(url: str) -> str:
+    """A URL as memories show it: a ``data:`` URL becomes its media type and size (the
+    payload is never copied into memory text), other URLs are capped at 2000 characters."""
+    if url.startswith("data:"):
+        head = url[5:].split(",", 1)[0]
+        return f"data:{head},…({len(url)} chars)"
+    return url[:2000]
+
+
 class ContentPart(BaseModel):
     """One part of a multi-part message: ``text``, ``image_url`` or ``file``."""
 
@@ -106,6 +116,11 @@ class ContentPart(BaseModel):
     text: str | None = None
     image_url: dict[str, Any] | str | None = None
     file: dict[str, Any] | None = None
+
+    def url(self) -> str:
+        """The image URL of an ``image_url`` part ("" when absent)."""
+        value = self.image_url.get("url") if isinstance(self.image_url, dict) else self.image_url
+        return value if isinstance(value, str) else ""
 
 
 class Message(BaseModel):
@@ -148,8 +163,7 @@ class Message(BaseModel):
             if part.type == "text" and part.text:
                 out.append(part.text)
             elif part.type == "image_url":
-                url = part.image_url.get("url") if isinstance(part.image_url, dict) else part.image_url
-                out.append(f"[image: {url}]")
+                out.append(f"[image: {display_url(part.url())}]")
             elif part.type == "file":
                 meta = part.file or {}
                 label = meta.get("filename") or meta.get("file_id") or meta.get("url") or "file"
@@ -162,7 +176,7 @@ class SourceRef(BaseModel):
 
     model_config = _Frozen
 
-    type: Literal["chat", "doc", "image", "memory"] = "chat"
+    type: Literal["chat", "doc", "image", "memory", "feedback"] = "chat"
     message_id: str | None = None
     role: str | None = None
     name: str | None = None
@@ -173,6 +187,11 @@ class SourceRef(BaseModel):
     url: str | None = None
     memory_id: str | None = None
     content: str | None = None
+    #: For a document chunk: its character span in the document's text.
+    char_start: int | None = None
+    char_end: int | None = None
+    #: Why the source could not be read (an unreachable image, say); recorded, not fatal.
+    error: str | None = None
 
 
 class VersionRecord(BaseModel):
@@ -184,9 +203,12 @@ class VersionRecord(BaseModel):
     memory: str
     tags: list[str] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
-    status: str = MemoryStatus.ACTIVATED.value
+    status: str = MemoryStatus.ARCHIVED.value
     changed_at: datetime = Field(default_factory=utcnow)
     reason: str = "update"
+    key: str | None = None
+    sources: list[SourceRef] = Field(default_factory=list)
+    event_time: datetime | None = None
 
 
 class MemoryItem(BaseModel):
@@ -274,9 +296,14 @@ class MemoryHit(BaseModel):
     conversation_id: str | None
     mode: str
     version: int
+    #: Where the hit came from: ``"memory"`` (the user's own cube), ``"knowledgebase"`` or
+    #: ``"shared"`` (a cube another user shared); ``cube_id`` names it.
+    origin: str = "memory"
 
     @classmethod
-    def from_item(cls, item: MemoryItem, score: float, details: dict[str, float]) -> MemoryHit:
+    def from_item(
+        cls, item: MemoryItem, score: float, details: dict[str, float], origin: str = "memory"
+    ) -> MemoryHit:
         return cls(
             id=item.id,
             memory=item.memory,
@@ -293,6 +320,7 @@ class MemoryHit(BaseModel):
             conversation_id=item.conversation_id,
             mode=item.mode,
             version=item.version,
+            origin=origin,
         )
 
 

@@ -53,9 +53,12 @@ def test_add_search_stats(tmp_path: Path) -> None:
     r = memos("--path", data, *search, '{"tags": "home"}', *["where", "do", "I", "live"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     hits = json.loads(r.stdout)
-    assert hits[0]["id"] == added["memory_ids"][0] and "Lisbon" in hits[0]["memory"]
+    # The refined fact ("The user lives in Lisbon.") comes first, then the window it was read from.
+    assert hits[0]["memory"] == "The user lives in Lisbon." and hits[0]["mode"] == "fine"
+    assert hits[0]["sources"][-1]["memory_id"] == added["memory_ids"][0]
+    assert hits[1]["id"] == added["memory_ids"][0] and "Lisbon" in hits[1]["memory"]
     r = memos("--path", data, "stats", cwd=tmp_path)
-    assert json.loads(r.stdout)["cubes"] == {"user:u1": {"activated": 1}}
+    assert json.loads(r.stdout)["cubes"] == {"user:u1": {"activated": 2}}
     bad = memos(
         "--path", data, "search", "--user", "u1", "--filter", '{"tags": {"nope": 1}}', "x", cwd=tmp_path
     )
