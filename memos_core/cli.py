@@ -1,4 +1,5 @@
-"""The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``.
+"""The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``, ``export``, ``import``,
+``reindex``.
 
 The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
 (default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
@@ -25,6 +26,8 @@ from .schema import MemoryHit, TaskStatus, parse_time
 
 
 def _open(args: argparse.Namespace, **kwargs: Any) -> MemOS:
+    if args.open_embedder:
+        kwargs["embedder"] = embedder_from_spec(args.open_embedder)
     return MemOS(args.path, **kwargs)
 
 
@@ -167,9 +170,100 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> Any:
+    from .stores.sqlite import SqliteStore
+
+    store = SqliteStore.from_path(args.path)
+    store.setup()
+    return store
+
+
+def _cube_of(args: argparse.Namespace) -> str:
+    from .memos import user_cube_id
+
+    if bool(args.user) == bool(args.cube):
+        raise RequestError("give exactly one of --user or --cube")
+    return user_cube_id(args.user) if args.user else str(args.cube)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .cube import MemCube
+
+    store = _store(args)
+    try:
+        cube = MemCube(store, _cube_of(args))
+        if not cube.count():
+            raise RequestError(f"cube {cube.cube_id!r} has no memories in {args.path}")
+        manifest = cube.dump(args.folder, progress=not args.quiet)
+    finally:
+        store.close()
+    print(json.dumps({k: manifest[k] for k in ("cube_id", "items", "embedded", "embedding_model")}))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .cube import MemCube
+
+    store = _store(args)
+    try:
+        manifest = MemCube.read_manifest(args.folder)
+        cube = MemCube.load(
+            args.folder, store, cube_id=args.as_cube, new_ids=args.new_ids, progress=not args.quiet
+        )
+        print(
+            json.dumps(
+                {
+                    "cube_id": cube.cube_id,
+                    "items": cube.count(),
+                    "embedding_model": manifest["embedding_model"],
+                }
+            )
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def embedder_from_spec(spec: str) -> Any:
+    """``minilm`` (the packaged model), ``hash:DIM`` (the test embedder) or a folder holding
+    a sentence-transformers model."""
+    from .embedders import SentenceTransformerEmbedder
+    from .testing import HashEmbedder
+
+    if spec == "minilm":
+        return SentenceTransformerEmbedder()
+    if spec.startswith("hash:"):
+        try:
+            return HashEmbedder(int(spec[5:]))
+        except ValueError as exc:
+            raise RequestError(f"hash:DIM needs an integer dimension, not {spec[5:]!r}") from exc
+    if Path(spec).is_dir():
+        return SentenceTransformerEmbedder(spec)
+    raise RequestError(f"unknown embedder {spec!r}: use minilm, hash:DIM or a model folder")
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from .cube import MemCube
+
+    embedder = embedder_from_spec(args.embedder)
+    store = _store(args)
+    try:
+        cube = MemCube(store, _cube_of(args))
+        count = cube.reindex(embedder, progress=not args.quiet)
+    finally:
+        store.close()
+    print(json.dumps({"cube_id": cube.cube_id, "reindexed": count, "embedding_model": embedder.model_id}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memos", description="MemOS: memory for AI agents")
     parser.add_argument("--path", help="data folder (env MEMOS_PATH, default ./memos-data)")
+    parser.add_argument(
+        "--embedder",
+        dest="open_embedder",
+        help="the embedding model the data folder uses: minilm (default), hash:DIM or a model folder",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("demo", help="ingest a sample conversation and show searches").set_defaults(fn=cmd_demo)
@@ -195,6 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_search)
 
     sub.add_parser("stats", help="counts per cube, status and task state").set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("export", help="dump a cube into a portable folder")
+    p.add_argument("--user", help="the user's own cube")
+    p.add_argument("--cube", help="any cube id, e.g. kb:handbook")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("folder", help="a new (or empty) folder")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("import", help="load a dumped cube into this data folder")
+    p.add_argument("--as-cube", help="load under another cube id")
+    p.add_argument("--new-ids", action="store_true", help="fresh ids (a copy next to the original)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("folder")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("reindex", help="re-embed a cube with another embedding model")
+    p.add_argument("--user", help="the user's own cube")
+    p.add_argument("--cube", help="any cube id")
+    p.add_argument("--embedder", required=True, help="minilm, hash:DIM or a sentence-transformers folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_reindex)
     return parser
 
 
