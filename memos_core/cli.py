@@ -47,9 +47,18 @@ def _print_hits(hits: Sequence[MemoryHit], *, as_json: bool) -> None:
             f"       why: bm25 rank {int(d['bm25_rank']) or '-'} ({d['bm25']:.3g}), "
             f"vector rank {int(d['vector_rank']) or '-'} (cos {d['vector']:.2f}), "
             f"rrf {d['rrf']:.3f}, recency +{d['recency']:.3f}, usage +{d['usage']:.3f}"
+            + (f", fact +{d['fact']:.3f}" if d.get("fact") else "")
+            + (f", working +{d['working']:.3f}" if d.get("working") else "")
         )
-        refs = ", ".join(s.message_id or "?" for s in hit.sources)
-        print(f"       from messages: {refs}")
+        origin = [
+            s.message_id if s.type == "chat" and s.message_id else
+            f"memory {s.memory_id[:8]}" if s.type == "memory" and s.memory_id else
+            f"{s.url or s.doc_id} #{s.chunk_index}" if s.type == "doc" else
+            s.url or s.type
+            for s in hit.sources
+        ]  # fmt: skip
+        where = "" if hit.origin == "memory" else f" ({hit.origin} {hit.cube_id})"
+        print(f"       from: {', '.join(x for x in origin if x)}{where}")
 
 
 def _demo_messages(session: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             task_ids.append(r.data.task_id)
         median = sorted(latencies)[len(latencies) // 2]
         print(f"\nFast stage: {len(sessions)} adds, median {median:.1f} ms each;")
-        print("the memories are searchable now. Fine-stage tasks (dates, keywords, dedup):")
+        print("the memories are searchable now. Fine-stage tasks (facts, dates, keywords, dedup):")
         for tid in task_ids[:2]:
             print(f"  task {tid[:8]}… status={mem.get_task_status(tid).data[0].status.value}")
         for tid in task_ids:
@@ -123,6 +132,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             hits = mem.search_memory(query, user_id=user, filter=flt, top_k=2).data.memory_detail_list
             _print_hits(hits, as_json=False)
             print()
+        facts = mem.list_memories("alice", filter={"key": "residence"}).data.items
+        for fact in facts:
+            print(f"fact {fact.id[:8]}… version {fact.version}: {fact.memory}")
+            for old in fact.history:
+                print(f"  history v{old.version} ({old.status}, {old.reason}): {old.memory}")
+        print()
         stats = mem.stats()
         print("stats:", json.dumps(stats["cubes"], ensure_ascii=False), "tasks:", stats["tasks"])
     return 0

@@ -65,7 +65,7 @@ _FAV = r"(?:all-time\s+)?(?:favorite|favourite|fav|fave)\s+(?P<e>[a-z][a-z -]{0,
 
 # (kind, pattern): anchored at the start of a clause; English ones match case-insensitively.
 _FIRST_EN = [
-    ("residence", rf"(?:i\s+{_A}(?:live|reside)\s+in|{_HAS}(?:moved|relocated)\s+(?:back\s+)?to"
+    ("residence", rf"(?:i\s+{_A}(?:live|reside)\s+in|{_HAS}(?:moved|relocated)\s+(?:back\s+)?(?:from\s+[^,.;]{{1,40}}?\s+)?to"
                   rf"|{_AM}(?:living|residing|based)\s+in|i(?:'ve|\s+have)\s+{_A}been\s+living\s+in){_V}"),
     ("employer", rf"(?:i\s+{_A}work\s+(?:at|for)|{_AM}(?:working|employed)\s+(?:at|for|by)"
                  rf"|{_HAS}started\s+work(?:ing)?\s+(?:at|for)"
@@ -94,7 +94,7 @@ _S3 = r"(?P<s>[^\s,.;:!?\"]+(?:\s+[^\s,.;:!?\"]+){0,3}?)"
 _T = r"\s+(?:(?:now|currently|still|just|recently|finally|also|already|has|had|officially)\s+)*"
 _THIRD_EN = [
     ("residence", rf"{_S3}{_T}(?:(?:lives|resides|is\s+living|is\s+based|been\s+living)\s+in"
-                  rf"|(?:moved|relocated)\s+(?:back\s+)?to){_V}"),
+                  rf"|(?:moved|relocated)\s+(?:back\s+)?(?:from\s+[^,.;]{{1,40}}?\s+)?to){_V}"),
     ("employer", rf"{_S3}{_T}(?:(?:works|is\s+working|is\s+employed|started\s+working)\s+(?:at|for|by)"
                  rf"|(?:got|landed|started|took)\s+(?:a\s+)?(?:new\s+)?job\s+(?:at|with)){_V}"),
     ("joined", rf"{_S3}{_T}joined{_V}"),

@@ -31,6 +31,8 @@ def one(text: str, speaker: str = "Alice") -> Fact:
         ("I've moved to Paris!", "residence", "Paris", "Alice lives in Paris."),
         ("I have just moved to Lyon", "residence", "Lyon", "Alice lives in Lyon."),
         ("I relocated to Lisbon for work", "residence", "Lisbon", "Alice lives in Lisbon."),
+        ("I moved from Lyon to Berlin for a job", "residence", "Berlin", "Alice lives in Berlin."),
+        ("Big news: I moved to Oslo!", "residence", "Oslo", "Alice lives in Oslo."),
         ("I just moved to Tokyo, it's great", "residence", "Tokyo", "Alice lives in Tokyo."),
         ("i live in Berlin with my wife", "residence", "Berlin", "Alice lives in Berlin."),
         # employer
