@@ -8,14 +8,18 @@ Example:
 
 from __future__ import annotations
 
+from .cube import MemCube
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder, default_embedder
 from .errors import (
     ConflictError,
+    CubeNotFoundError,
     EmbeddingError,
     FilterError,
     InvalidInputError,
     KnowledgeBaseNotFoundError,
     LeaseLostError,
+    LLMError,
+    LLMOutputError,
     MemoryNotFoundError,
     MemosError,
     MissingDependencyError,
@@ -31,7 +35,8 @@ from .errors import (
     TaskNotFoundError,
 )
 from .filters import evaluate, parse_filter
-from .memos import MemOS, user_cube_id
+from .llms import LLM, OpenAIChatLLM, TransformersLLM, structured
+from .memos import MemOS, kb_cube_id, user_cube_id
 from .ports import Embedder, MemoryStore, ScoredId, TaskQueue
 from .reader import Limits, WindowConfig
 from .retrieval import RetrievalConfig
@@ -56,17 +61,22 @@ from .stores.sqlite import SqliteStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "LLM",
     "AddData",
     "CachingEmbedder",
     "ConflictError",
+    "CubeNotFoundError",
     "Embedder",
     "EmbeddingError",
     "Envelope",
     "FilterError",
     "InvalidInputError",
     "KnowledgeBaseNotFoundError",
+    "LLMError",
+    "LLMOutputError",
     "LeaseLostError",
     "Limits",
+    "MemCube",
     "MemOS",
     "MemScheduler",
     "MemoryHit",
@@ -80,6 +90,7 @@ __all__ = [
     "MissingDependencyError",
     "NotFoundError",
     "NotSupportedError",
+    "OpenAIChatLLM",
     "Page",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -98,11 +109,14 @@ __all__ = [
     "TaskNotFoundError",
     "TaskQueue",
     "TaskStatus",
+    "TransformersLLM",
     "VersionRecord",
     "WindowConfig",
     "__version__",
     "default_embedder",
     "evaluate",
+    "kb_cube_id",
     "parse_filter",
+    "structured",
     "user_cube_id",
 ]

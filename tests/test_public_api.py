@@ -14,6 +14,8 @@ EXPECTED = {
     "SentenceTransformerEmbedder", "SourceRef", "SqliteStore", "StoreBusyError", "StoreError",
     "Task", "TaskFailedError", "TaskNotFoundError", "TaskQueue", "TaskStatus", "VersionRecord",
     "WindowConfig", "__version__", "default_embedder", "evaluate", "parse_filter", "user_cube_id",
+    "MemCube", "CubeNotFoundError", "LLMError", "LLMOutputError", "LLM", "OpenAIChatLLM", "TransformersLLM",
+    "structured", "kb_cube_id",
 }  # fmt: skip
 
 
