@@ -65,7 +65,8 @@ _FAV = r"(?:all-time\s+)?(?:favorite|favourite|fav|fave)\s+(?P<e>[a-z][a-z -]{0,
 
 # (kind, pattern): anchored at the start of a clause; English ones match case-insensitively.
 _FIRST_EN = [
-    ("residence", rf"(?:i\s+{_A}(?:live|reside)\s+in|{_HAS}(?:moved|relocated)\s+(?:back\s+)?(?:from\s+[^,.;]{{1,40}}?\s+)?to"
+    ("residence", rf"(?:i\s+{_A}(?:live|reside)\s+in"
+                  rf"|{_HAS}(?:moved|relocated)\s+(?:back\s+)?(?:from\s+[^,.;]{{1,40}}?\s+)?to"
                   rf"|{_AM}(?:living|residing|based)\s+in|i(?:'ve|\s+have)\s+{_A}been\s+living\s+in){_V}"),
     ("employer", rf"(?:i\s+{_A}work\s+(?:at|for)|{_AM}(?:working|employed)\s+(?:at|for|by)"
                  rf"|{_HAS}started\s+work(?:ing)?\s+(?:at|for)"
@@ -156,6 +157,8 @@ _BOUNDARY = (
 )
 _CUT = re.compile(_BOUNDARY + r"|\s*,|\s+(?:and|but|or)\b", re.I)
 _CUT_LIST = re.compile(_BOUNDARY + r"|\s+but\b", re.I)  # "allergic to peanuts, shellfish and eggs"
+_CUT_OBJECT = re.compile(_BOUNDARY + r"|\s*,|\s+(?:but|or)\b", re.I)  # "I love action and sci-fi movies"
+_DANGLING = {"to", "the", "a", "an", "my", "this", "that", "these", "those", "of", "with", "for", "and", "in"}
 _ZH_CUT = re.compile(
     r"[，,。.！!？?；;：:、\s（(]|了|的|啦|呀|啊|吧|呢|哦|和|跟|与|工作|上班|生活|住|去|来|已经|\d+年"
 )
@@ -274,7 +277,14 @@ def _claim(kind: str, m: re.Match[str], zh: bool) -> _Claim | None:
         return _Claim("employer" if kind == "joined" else kind, slot, value, value, rel)
     if kind == "diet":
         return _Claim("diet", "diet", raw.lower(), raw.lower())
-    value = _free(raw, 8, _CUT_LIST) if kind == "allergy" else _free(raw, 6 if kind == "favorite" else 5)
+    if kind == "allergy":
+        value = _free(raw, 8, _CUT_LIST)
+    elif kind in ("likes", "dislikes"):
+        value = _free(raw, 6, _CUT_OBJECT)
+    else:
+        value = _free(raw, 6 if kind == "favorite" else 5)
+    if value is not None and value.lower().split()[-1] in _DANGLING:  # "I love to", "I love making this"
+        value = None
     if value is None or (kind == "birthday" and not re.search(rf"\b(?:{_MONTHS})\b", value, re.I)):
         return None
     if kind in ("allergy", "birthday"):

@@ -146,6 +146,9 @@ def test_accumulating_facts(text: str, value: str, fact_text: str, tags: tuple[s
 @pytest.mark.parametrize(
     "text",
     [
+        # dangling objects (LoCoMo lines that once gave "Melanie likes to.")
+        "I love to",
+        "I love making this",
         # negations and hypotheticals
         "I don't live in Paris",
         "I do not live in Paris anymore",
