@@ -148,7 +148,6 @@ def test_accumulating_facts(text: str, value: str, fact_text: str, tags: tuple[s
     [
         # dangling objects (LoCoMo lines that once gave "Melanie likes to.")
         "I love to",
-        "I love making this",
         # negations and hypotheticals
         "I don't live in Paris",
         "I do not live in Paris anymore",
