@@ -182,7 +182,7 @@ def plan_facts(
         slot, value = found if found is not None else (None, None)
         when = draft.event_time or (draft.sources[0].chat_time if draft.sources else None) or utcnow()
         if slot is not None:
-            holder = _slot_holder(store, parent, slot, out)
+            holder = _slot_holder(store, parent, slot, out, _speaker(draft.sources))
             if holder is not None:
                 old = current(holder)
                 old_value = (slot_of(old.memory) or (slot, ""))[1]
@@ -193,8 +193,12 @@ def plan_facts(
                     remember(merged, holder, None)
                     report.confirmed.append(old.id)
                     continue
-                old_when = old.event_time or old.created_at
-                if when >= old_when or draft.origin == "feedback":  # a correction always wins
+                # The later *statement* wins, whatever dates it names: "I live in Paris.
+                # Actually I moved to Berlin last month" ends in Berlin. Drafts stated at the
+                # same moment keep their order of appearance. A correction always wins.
+                said = _said(draft.sources) or when
+                old_said = _said(old.sources) or old.event_time or old.created_at
+                if said >= old_said or draft.origin == "feedback":
                     new = next_version(
                         old,
                         reason=f"superseded by a newer fact ({draft.origin})",
@@ -261,12 +265,37 @@ def _merge_sources(have: Sequence[SourceRef], extra: Sequence[SourceRef]) -> lis
     return [*have, *(s for s in extra if s.model_dump_json() not in seen)]
 
 
+def _speaker(sources: Sequence[SourceRef]) -> str | None:
+    """Who stated a fact: the name on its first chat or feedback source (None: unnamed)."""
+    for src in sources:
+        if src.type in ("chat", "feedback"):
+            return src.name.casefold() if src.name else None
+    return None
+
+
+def _said(sources: Sequence[SourceRef]) -> datetime | None:
+    """When a fact was last stated: the latest time of its chat and feedback sources."""
+    times = [s.chat_time for s in sources if s.type in ("chat", "feedback") and s.chat_time is not None]
+    return max(times) if times else None
+
+
+def _same_speaker(a: str | None, b: str | None) -> bool:
+    """Facts of named speakers ("Ana", "Bob" in one chat) hold separate slots; an unnamed
+    statement (no name given, or feedback without ``name``) is about whoever holds it."""
+    return a is None or b is None or a == b
+
+
 def _slot_holder(
-    store: MemoryStore, parent: MemoryItem, slot: str, pending: dict[str, MemoryItem]
+    store: MemoryStore, parent: MemoryItem, slot: str, pending: dict[str, MemoryItem], speaker: str | None
 ) -> MemoryItem | None:
-    """The active fact that holds ``slot`` for this user (and agent), newest first."""
+    """The active fact that holds ``slot`` for this user (and agent) and ``speaker``, newest first."""
     for item in pending.values():
-        if item.key == slot and item.status == MemoryStatus.ACTIVATED.value and item.mode == "fine":
+        if (
+            item.key == slot
+            and item.status == MemoryStatus.ACTIVATED.value
+            and item.mode == "fine"
+            and _same_speaker(speaker, _speaker(item.sources))
+        ):
             return item
     where = F.and_(
         F.eq("status", MemoryStatus.ACTIVATED.value),
@@ -275,9 +304,17 @@ def _slot_holder(
         F.eq("user_id", parent.user_id),
         F.eq("agent_id", parent.agent_id),
     )
-    items, _ = store.batch([ListItems([parent.cube_id], where, 5, 0)])[0]
-    holders = [i for i in items if (slot_of(i.memory) or ("", ""))[0] == slot]
-    return max(holders, key=lambda i: (i.event_time or i.created_at, i.updated_at)) if holders else None
+    items, _ = store.batch([ListItems([parent.cube_id], where, 50, 0)])[0]
+    holders = [
+        i
+        for i in items
+        if (slot_of(i.memory) or ("", ""))[0] == slot and _same_speaker(speaker, _speaker(i.sources))
+    ]
+    return max(holders, key=_newest) if holders else None
+
+
+def _newest(item: MemoryItem) -> tuple[datetime, datetime]:
+    return (_said(item.sources) or item.event_time or item.created_at, item.updated_at)
 
 
 def _near_duplicate(

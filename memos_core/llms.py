@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -76,6 +77,14 @@ class LLM(Protocol):
 
 
 # ----------------------------------------------------------------------------- HTTP
+
+
+class _HTTPStatusError(LLMError):
+    """The server answered with an HTTP error status (kept in ``status``)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Transient(LLMError):
@@ -150,6 +159,7 @@ class OpenAIChatLLM:
         json_mode: bool = False,
         prefix: str | None = None,
     ) -> str:
+        _check_max_tokens(max_tokens)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in messages],
@@ -161,14 +171,15 @@ class OpenAIChatLLM:
             body["response_format"] = {"type": "json_object"}
         try:
             data = self._post(body)
-        except LLMError as exc:
-            if "response_format" in body and " 400" in str(exc):
-                # Some servers do not know response_format: ask once more without it.
-                self._json_format_ok = False
-                body.pop("response_format")
-                data = self._post(body)
-            else:
+        except _HTTPStatusError as exc:
+            if "response_format" not in body or exc.status != 400:
                 raise
+            # Some servers do not know response_format: ask once more without it, and stop
+            # sending it only if that works (a 400 for another reason, say a too long
+            # prompt, must not switch JSON mode off for good).
+            body.pop("response_format")
+            data = self._post(body)
+            self._json_format_ok = False
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -190,9 +201,11 @@ class OpenAIChatLLM:
                     return result
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace")
-                cls = _Transient if exc.code == 429 or exc.code >= 500 else LLMError
-                raise cls(f"{url}: HTTP {exc.code}: {detail}") from exc
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                message = f"{url}: HTTP {exc.code}: {detail}"
+                if exc.code == 429 or exc.code >= 500:
+                    raise _Transient(message) from exc
+                raise _HTTPStatusError(message, exc.code) from exc
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
                 raise _Transient(f"{url}: {exc}") from exc
             except json.JSONDecodeError as exc:
                 raise LLMError(f"{url}: the answer is not JSON: {exc}") from exc
@@ -294,13 +307,16 @@ class TransformersLLM:
         json_mode: bool = False,
         prefix: str | None = None,
     ) -> str:
+        _check_max_tokens(max_tokens)
         torch, transformers = _import_transformers()
         tok, model, lock = self._load()
         plain = [{"role": m["role"], "content": _text_of(m.get("content"))} for m in messages]
         prompt = tok.apply_chat_template(plain, add_generation_prompt=True, tokenize=False) + (prefix or "")
         enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
         start = int(enc["input_ids"].shape[1])
-        stops = [_JsonDone(tok, start, prefix or "")] if json_mode else []
+        stops: list[Any] = [_Looping(start)]
+        if json_mode:
+            stops.append(_JsonDone(tok, start, prefix or ""))
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": tok.eos_token_id}
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature)
@@ -315,6 +331,11 @@ class TransformersLLM:
             raise LLMError(f"{self.model_id}: generation failed: {exc}") from exc
         text: str = tok.decode(out[0][start:], skip_special_tokens=True)
         return (prefix or "") + text
+
+
+def _check_max_tokens(max_tokens: int) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidInputError(f"max_tokens must be a positive integer, not {max_tokens!r}")
 
 
 def _text_of(content: Any) -> str:
@@ -365,6 +386,29 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _Looping:
+    """Stop once the answer ends in the same run of 1-16 tokens repeated over its last 32+
+    tokens: greedy decoding on a small model falls into such loops (``"cat", "cat", ...``)
+    and would otherwise spend the rest of ``max_tokens`` (seconds on a CPU) on them. What
+    was written up to there is kept, so a truncated JSON answer can still be repaired."""
+
+    def __init__(self, start: int, *, span: int = 32, max_period: int = 16) -> None:
+        self._start, self._span, self._max_period = start, span, max_period
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = [self._loops(row[self._start :].tolist()) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _loops(self, ids: list[int]) -> bool:
+        for period in range(1, self._max_period + 1):
+            reps = max(4, -(-self._span // period))  # at least four times, 32+ tokens in all
+            if len(ids) >= period * reps and ids[-period * reps :] == ids[-period:] * reps:
+                return True
+        return False
+
+
 class _JsonDone:
     """Stop generating once the answer holds one complete JSON value (saves seconds on a
     small model that rambles on after the closing brace)."""
@@ -383,6 +427,7 @@ class _JsonDone:
 # ----------------------------------------------------------------------------- structured
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_OPENER = re.compile(r"[{\[]")
 
 
 def _balanced_end(text: str) -> int | None:
@@ -414,16 +459,33 @@ def extract_json(text: str) -> Any:
     Raises ``ValueError`` when there is nothing JSON-like."""
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
-    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
-    if not starts:
+    # The outermost bracketed spans, in order: prose may hold brackets of its own ("see [1]").
+    spans: list[str] = []
+    covered = 0
+    for match in _OPENER.finditer(body):
+        if match.start() < covered:
+            continue
+        end = _balanced_end(body[match.start() :])
+        covered = len(body) if end is None else match.start() + end
+        spans.append(body[match.start() : covered])
+    if not spans:
         raise ValueError("no JSON object or array in the answer")
-    body = body[min(starts) :]
-    end = _balanced_end(body)
-    candidate = body[:end] if end is not None else body
-    try:
-        return json.loads(candidate)
-    except json.JSONDecodeError:
-        pass
+    valid: list[Any] = []
+    for span in spans:
+        try:
+            valid.append(json.loads(span))
+        except json.JSONDecodeError:
+            continue
+    # An object is what structured output wants: the first valid one, else the first
+    # object-like span repaired; arrays only when there is no object at all.
+    found = next((v for v in valid if isinstance(v, dict)), None)
+    if found is not None:
+        return found
+    candidate = next((span for span in spans if span.startswith("{")), None)
+    if candidate is None:
+        if valid:
+            return valid[0]
+        candidate = spans[0]
     try:
         import json_repair
     except ImportError as exc:  # a core dependency; only a broken install lacks it

@@ -247,8 +247,8 @@ class MemOS:
         if images:
             payload["images"] = {item.id: url for item, url in images}
         ops: list[Op] = [PutItems(items, list(vectors)), EnqueueTask(task, payload)]
-        if conversation_id is not None:
-            ops.append(self._working_update(target, conversation_id, recent=ids))
+        if conversation_id is not None:  # the writer's working set, even in a shared cube
+            ops.append(self._working_update(user_cube_id(user_id), conversation_id, recent=ids))
         self.store.batch(ops)
         status = TaskStatus.QUEUED
         if not async_mode:
@@ -411,7 +411,14 @@ class MemOS:
         if others:
             wider = self._scope(filter)
             found = hybrid_search(
-                self.store, self.embedder, list(others), q, wider, top_k=top_k, config=self.retrieval
+                self.store,
+                self.embedder,
+                list(others),
+                q,
+                wider,
+                top_k=top_k,
+                config=self.retrieval,
+                boosts=boosts,  # shared hits the conversation used are in its working set too
             )
             labelled = [h.model_copy(update={"origin": others.get(h.cube_id, "shared")}) for h in found]
             hits = sorted([*hits, *labelled], key=lambda h: -h.score)[:top_k]
@@ -437,6 +444,13 @@ class MemOS:
             return cube_id[5:]
         record = self.store.get_record(CUBES, cube_id)
         return None if record is None else str(record["owner"])
+
+    def _may(self, user_id: str, cube_id: str, mode: Literal["read", "write"]) -> bool:
+        try:
+            self._require(user_id, cube_id, mode)
+        except (PermissionDeniedError, CubeNotFoundError):
+            return False
+        return True
 
     def _require(self, user_id: str, cube_id: str, mode: Literal["read", "write"]) -> None:
         """PermissionDeniedError unless ``user_id`` owns ``cube_id`` or was granted ``mode``
@@ -686,10 +700,16 @@ class MemOS:
         ws = self.store.get_record(WORKING, key) or {"recent": [], "used": {}}
         half = self.working_size // 2
         recent_ids = list(dict.fromkeys([*recent, *ws.get("recent", [])]))[:half]
-        counts: dict[str, int] = dict(ws.get("used", {}))
+        # Earlier uses fade (x0.75 per search), ties go to the hits just used and twice as
+        # many counts are kept as shown, so a new topic's hits can build up and the set
+        # follows the conversation instead of freezing on the first hits used twice.
+        counts: dict[str, float] = {i: round(c * 0.75, 4) for i, c in ws.get("used", {}).items()}
         for i in used:
-            counts[i] = counts.get(i, 0) + 1
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[: self.working_size]
+            counts[i] = counts.get(i, 0.0) + 1.0
+        fresh = {i: n for n, i in enumerate(used)}
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], fresh.get(kv[0], len(fresh))))[
+            : 2 * self.working_size
+        ]
         value = {"recent": recent_ids, "used": dict(top), "updated_at": utcnow().isoformat()}
         return PutRecords(WORKING, {key: value})
 
@@ -697,12 +717,10 @@ class MemOS:
         ws = self.store.get_record(WORKING, f"{cube_id}{_SEP}{conversation_id}")
         if ws is None:
             return []
-        used = [i for i, _ in sorted(ws.get("used", {}).items(), key=lambda kv: -kv[1])]
-        half = self.working_size // 2
-        recent = list(ws.get("recent", []))
-        return list(dict.fromkeys([*recent, *used[: self.working_size - len(recent[:half])]]))[
-            : self.working_size
-        ]
+        recent = list(ws.get("recent", []))[: self.working_size // 2]
+        # Most-used first; a turn that is also a used hit takes one slot, not two.
+        used = [i for i, _ in sorted(ws.get("used", {}).items(), key=lambda kv: -kv[1]) if i not in recent]
+        return [*recent, *used][: self.working_size]
 
     def _working_boosts(self, cube_id: str, conversation_id: str | None) -> dict[str, float]:
         if conversation_id is None or self.retrieval.working_weight <= 0:
@@ -717,7 +735,10 @@ class MemOS:
         _check_id("conversation_id", conversation_id)
         ids = self._working_ids(user_cube_id(user_id), conversation_id)
         items = [i for i in self.store.get(ids) if i is not None and i.status == MemoryStatus.ACTIVATED.value]
-        return Envelope(data=items)
+        # Hits from shared cubes and knowledge bases enter the set too; show them only while
+        # the user may still read their cube (a grant can be withdrawn since).
+        readable = {c: self._may(user_id, c, "read") for c in {i.cube_id for i in items}}
+        return Envelope(data=[i for i in items if readable[i.cube_id]])
 
     @staticmethod
     def _scope(
@@ -946,29 +967,27 @@ class MemOS:
             )
             for f in extract_facts(text, speaker=speaker, anchor=when, role="user")
         ]
-        archived: list[MemoryItem] = []
         retraction = _RETRACT.match(text)
-        if retraction is not None:
-            what = " ".join(p for p in retraction.group("verb", "rest", "what") if p).strip(" .!")
-            for item in self._retraction_targets(cube, user_id, what, targets):
-                revised = archive(item, f"feedback: {text}")
-                archived.append(revised.evolve(sources=[*revised.sources, source]))
-        elif targets and drafts:
-            # The caller named what the correction replaces: retire those whose slot (if any)
-            # the new facts do not take over in place.
-            slots = {found[0] for d in drafts if (found := slot_of(d.text)) is not None}
-            for target in self.store.get(targets):
-                if (
-                    target is not None
-                    and target.cube_id == cube
-                    and target.status == MemoryStatus.ACTIVATED.value
-                    and (target.key not in slots)
-                ):
-                    archived.append(archive(target, f"replaced by feedback: {text}"))
+        self._feedback_targets(cube, user_id, targets)  # refused before anything is written
         for attempt in Retrying(
             retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
         ):
             with attempt:
+                # Read inside the retry: a conflict means the targets changed, so re-read them.
+                archived: list[MemoryItem] = []
+                if retraction is not None:
+                    what = " ".join(p for p in retraction.group("verb", "rest", "what") if p).strip(" .!")
+                    for item in self._retraction_targets(cube, user_id, what, targets):
+                        revised = archive(item, f"feedback: {text}")
+                        archived.append(revised.evolve(sources=[*revised.sources, source]))
+                elif targets and drafts:
+                    # The caller named what the correction replaces: retire those whose slot
+                    # (if any) the new facts do not take over in place.
+                    slots = {found[0] for d in drafts if (found := slot_of(d.text)) is not None}
+                    for target in self._feedback_targets(cube, user_id, targets):
+                        if target.key not in slots:
+                            revised = archive(target, f"replaced by feedback: {text}")
+                            archived.append(revised.evolve(sources=[*revised.sources, source]))
                 facts, report = plan_facts(
                     self.store, self.embedder, drafts, exclude=[i.id for i in archived]
                 )
@@ -990,13 +1009,20 @@ class MemOS:
             }
         )
 
+    def _feedback_targets(self, cube: str, user_id: str, targets: list[str]) -> list[MemoryItem]:
+        """The active memories among ``targets``; MemoryNotFoundError for an unknown id and
+        PermissionDeniedError for one outside the user's cube, whatever the feedback says."""
+        found = self.store.get(targets) if targets else []
+        for memory_id, item in zip(targets, found, strict=True):
+            if item is None:
+                raise MemoryNotFoundError(f"no memory {memory_id!r}")
+            if item.cube_id != cube:
+                raise PermissionDeniedError(f"memory {memory_id!r} is not one of {user_id!r}'s memories")
+        return [i for i in found if i is not None and i.status == MemoryStatus.ACTIVATED.value]
+
     def _retraction_targets(self, cube: str, user_id: str, what: str, targets: list[str]) -> list[MemoryItem]:
         if targets:
-            found = [i for i in self.store.get(targets) if i is not None]
-            for item in found:
-                if item.cube_id != cube:
-                    raise PermissionDeniedError(f"memory {item.id!r} is not one of {user_id!r}'s memories")
-            return [i for i in found if i.status == MemoryStatus.ACTIVATED.value]
+            return self._feedback_targets(cube, user_id, targets)
         if not what:
             return []
         where = F.and_(
@@ -1005,10 +1031,12 @@ class MemOS:
             F.parse_filter({"memory_type": {"in": ["user", "preference", "long_term"]}}),
         )
         hits = hybrid_search(self.store, self.embedder, [cube], what, where, top_k=3, config=self.retrieval)
-        words = set(tokenize(what, drop_stopwords=True))
+        # Crude stems (4-letter prefixes): "I no longer live in Paris" must match the fact
+        # "The user lives in Paris.", "I don't play tennis anymore" "... likes playing tennis".
+        words = {w[:4] for w in tokenize(what, drop_stopwords=True)}
         out = []
         for hit in hits:
-            have = set(tokenize(hit.memory, drop_stopwords=True))
+            have = {w[:4] for w in tokenize(hit.memory, drop_stopwords=True)}
             if words and len(words & have) / len(words) >= 0.6:
                 out.append(self._get(hit.id))
         return out

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import RequestError
 from .llms import LLM
 from .memos import MemOS
 from .text import tokenize
@@ -65,8 +66,10 @@ def inline_memos(path: str | Path, **kwargs: Any) -> MemOS:
 class OpenAICompatServer:
     """``POST /v1/chat/completions`` on ``127.0.0.1`` answered by ``llm``.
 
-    Every request body is kept in ``requests``. With ``api_key`` set, other bearer tokens get
-    401. ``fail_next`` answers that many requests with HTTP 503 first (to test retries).
+    Every request body is kept in ``requests`` and every answer the LLM gave in ``answers``.
+    With ``api_key`` set, other bearer tokens get 401. ``fail_next`` answers that many
+    requests with HTTP 503 first (to test retries). An LLM that raises gets HTTP 500 (400 for a
+    :class:`~memos_core.errors.RequestError`, such as a bad ``max_tokens``).
 
     Example:
         >>> with OpenAICompatServer(TransformersLLM.smollm2()) as server:
@@ -78,6 +81,8 @@ class OpenAICompatServer:
         self.api_key = api_key
         self.fail_next = fail_next
         self.requests: list[dict[str, Any]] = []
+        self.answers: list[str] = []
+        self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -93,7 +98,8 @@ class OpenAICompatServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever for a loop never started
+            self._server.shutdown()
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -112,22 +118,39 @@ class OpenAICompatServer:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
+                # Read the body before any early answer: a reply that leaves it unread can
+                # reach the client as a connection reset instead of the status sent.
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if outer.api_key and self.headers.get("Authorization") != f"Bearer {outer.api_key}":
                     return self._send(401, {"error": {"message": "invalid api key"}})
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                outer.requests.append(body)
-                if outer.fail_next > 0:
-                    outer.fail_next -= 1
+                try:
+                    body = json.loads(raw)
+                    messages = body["messages"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    return self._send(400, {"error": {"message": f"bad request body: {exc}"}})
+                with outer._lock:
+                    outer.requests.append(body)
+                    failing = outer.fail_next > 0
+                    outer.fail_next -= int(failing)
+                if failing:
                     return self._send(503, {"error": {"message": "try again"}})
                 fmt = body.get("response_format") or {}
-                text = outer.llm.chat(
-                    body["messages"],
-                    max_tokens=int(body.get("max_tokens") or 256),
-                    temperature=float(body.get("temperature") or 0.0),
-                    json_mode=fmt.get("type") == "json_object",
-                )
+                max_tokens = body.get("max_tokens")
+                try:
+                    text = outer.llm.chat(
+                        messages,
+                        max_tokens=256 if max_tokens is None else max_tokens,
+                        temperature=float(body.get("temperature") or 0.0),
+                        json_mode=fmt.get("type") == "json_object",
+                    )
+                except RequestError as exc:  # the request was wrong: 400, as from a real server
+                    return self._send(400, {"error": {"message": str(exc)}})
+                except Exception as exc:  # the model failed: the client sees a server error
+                    return self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
+                with outer._lock:
+                    outer.answers.append(text)
                 self._send(
                     200,
                     {
