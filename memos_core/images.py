@@ -33,6 +33,7 @@ from .errors import (
     PayloadTooLargeError,
     RuntimeFailure,
 )
+from .schema import display_url
 
 if TYPE_CHECKING:
     from PIL import Image, ImageFile
@@ -62,14 +63,9 @@ class ImageReading:
 
 
 def short_url(url: str) -> str:
-    """Display form: ``data:image/png;base64,…(1234 bytes)`` for data URLs, others cut to 2000 chars."""
-    if url[:5].lower() == "data:":
-        header, sep, payload = url[5:].partition(",")
-        if not sep:
-            return f"data:…({len(url) - 5} chars, no comma)"
-        size = len(payload.rstrip("=")) * 3 // 4 if header.lower().endswith(";base64") else len(payload)
-        return f"data:{header[:100]},…({size} bytes)"
-    return url if len(url) <= 2000 else url[:1999] + "…"
+    """Display form: ``data:image/png;base64,…(1234 bytes)`` for data URLs, others cut to 2000
+    chars (the same form memory text uses: :func:`memos_core.schema.display_url`)."""
+    return display_url(url)
 
 
 def _check_args(url: object, timeout: float, max_bytes: int, lang: str = "eng") -> None:

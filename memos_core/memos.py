@@ -31,6 +31,7 @@ from .errors import (
     KnowledgeBaseNotFoundError,
     LLMError,
     MemoryNotFoundError,
+    NotFoundError,
     NotSupportedError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -217,6 +218,8 @@ class MemOS:
                 "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
             )
         target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
+        if target.startswith("kb:"):
+            raise InvalidInputError("knowledge bases take documents: use add_document, not add_message")
         self._require(user_id, target, "write")
         msgs = validate_messages(messages, self.limits)
         scope: dict[str, Any] = dict(
@@ -287,6 +290,8 @@ class MemOS:
                     return found
             except LLMError as exc:  # bad JSON after retries, or unreachable: use the rules
                 log.warning("LLM fact extraction failed for %s, using the rules: %s", item.id, exc)
+            except Exception:  # a user's adapter may fail in its own way; the rules still run
+                log.exception("LLM fact extraction crashed for %s, using the rules", item.id)
         return rule_facts(item)
 
     def _read_image(self, item: MemoryItem, url: str) -> tuple[MemoryItem, Any]:
@@ -403,25 +408,28 @@ class MemOS:
                 self._require(user_id, cube, "read")
                 others.setdefault(cube, "knowledgebase" if cube.startswith("kb:") else "shared")
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
-        boosts = self._working_boosts(own, conversation_id)
-        q = query.strip()
-        hits = hybrid_search(
-            self.store, self.embedder, [own], q, where, top_k=top_k, config=self.retrieval, boosts=boosts
-        )
+        cubes = [own]
         if others:
-            wider = self._scope(filter)
-            found = hybrid_search(
-                self.store,
-                self.embedder,
-                list(others),
-                q,
-                wider,
-                top_k=top_k,
-                config=self.retrieval,
-                boosts=boosts,  # shared hits the conversation used are in its working set too
-            )
-            labelled = [h.model_copy(update={"origin": others.get(h.cube_id, "shared")}) for h in found]
-            hits = sorted([*hits, *labelled], key=lambda h: -h.score)[:top_k]
+            # One ranking over every cube, so scores compare: the user's cube under the
+            # conversation/agent scope, the others under the filter alone.
+            mine = F.eq("cube_id", own)
+            theirs = F.parse_filter({"cube_id": {"in": list(others)}})
+            assert theirs is not None
+            where = F.Or((F.and_(mine, where) or mine, F.and_(theirs, self._scope(filter)) or theirs))
+            cubes += list(others)
+        hits = hybrid_search(
+            self.store,
+            self.embedder,
+            cubes,
+            query.strip(),
+            where,
+            top_k=top_k,
+            config=self.retrieval,
+            boosts=self._working_boosts(own, conversation_id),
+        )
+        hits = [
+            h.model_copy(update={"origin": others[h.cube_id]}) if h.cube_id in others else h for h in hits
+        ]
         if hits:
             ops: list[Op] = [TouchItems([h.id for h in hits], utcnow())]
             if conversation_id is not None:
@@ -666,7 +674,7 @@ class MemOS:
         _check_id("doc_id", doc_id)
         key = f"{cube}{_SEP}{doc_id}"
         if self.store.get_record(DOCS, key) is None:
-            raise InvalidInputError(f"knowledge base {kb_id!r} has no document {doc_id!r}")
+            raise NotFoundError(f"knowledge base {kb_id!r} has no document {doc_id!r}")
         count = self.store.delete([cube], where=F.parse_filter({"doc_id": doc_id}), hard=True)
         self.store.put_records(DOCS, {key: None})
         return Envelope(data={"deleted": count})

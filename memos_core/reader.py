@@ -349,7 +349,7 @@ def image_items(
 
 # ----------------------------------------------------------------------------- facts
 
-_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll)\b|\b(?:me|my|mine|myself)\b", re.I)
 _SECOND_PERSON = re.compile(r"\b(?:you|your|yours)\b", re.I)
 FACT_SYSTEM_PROMPT = """Extract facts about the people in the chat. Write each fact as one full \
 sentence in the third person, with names instead of "I" or "you", and with absolute dates \
@@ -426,7 +426,7 @@ def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraf
         max_tokens=300,
     )
     speakers = list(dict.fromkeys(_speaker_of(s) for s in chat if s.role != "assistant"))
-    window_words = {w[:5] for w in tokenize(content_of(item.memory), drop_stopwords=True)}
+    window_words = {w[:4] for w in tokenize(content_of(item.memory), drop_stopwords=True)}
     anchor = chat[-1].chat_time if chat and chat[-1].chat_time else item.event_time or item.created_at
     out: list[FactDraft] = []
     seen: set[str] = set()
@@ -438,15 +438,20 @@ def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraf
             text = _third_person(text, speakers[0])
         if _SECOND_PERSON.search(text) or text.lower() in seen:
             continue
-        words = {w[:5] for w in tokenize(text, drop_stopwords=True)} - {
-            w[:5] for s in speakers for w in tokenize(s)
+        # Stems by prefix ("lives"/"live"): the model rephrases, it must not invent.
+        words = {w[:4] for w in tokenize(text, drop_stopwords=True)} - {
+            w[:4] for s in speakers for w in tokenize(s)
         }
         if not words or len(words & window_words) / len(words) < 0.6:
             continue  # not grounded in the window
         seen.add(text.lower())
         when = _iso_date(fact.date) or next((d for _, d in resolve_dates(text, anchor)), None)
-        line = max(range(len(chat)), key=lambda i: lexical_overlap(text, lines[i]) if i < len(lines) else 0.0)
-        src = chat[line] if chat else None
+        src = None
+        if chat:
+            line = max(
+                range(len(chat)), key=lambda i: lexical_overlap(text, lines[i]) if i < len(lines) else 0.0
+            )
+            src = chat[line]
         out.append(
             FactDraft(
                 text=text if text.endswith((".", "!", "?", "。")) else text + ".",
@@ -463,15 +468,33 @@ def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraf
     return out
 
 
+_AGREE = {"am": "is", "was": "was", "have": "has", "do": "does", "go": "goes"}
+
+
 def _third_person(text: str, name: str) -> str:
+    """ "I live in Paris, my cat..." -> "Alice lives in Paris, Alice's cat..." (the common
+    verb forms agree; anything odder stays as the model wrote it)."""
     possessive = f"{name}'s"
-    text = re.sub(r"\bmy\b", possessive, text)
-    text = re.sub(r"\bMy\b", possessive, text)
-    text = re.sub(r"\b(?:mine)\b", possessive, text)
+    text = re.sub(r"\b(?:my|mine)\b", possessive, text, flags=re.I)
     text = re.sub(r"\bI'm\b", f"{name} is", text)
     text = re.sub(r"\bI've\b", f"{name} has", text)
-    text = re.sub(r"\b(?:I|me|myself)\b", name, text)
-    return text
+    text = re.sub(r"\bI'd\b", f"{name} would", text)
+    text = re.sub(r"\bI'll\b", f"{name} will", text)
+
+    def subject(m: re.Match[str]) -> str:
+        verb = m.group(1)
+        if verb.lower() in _AGREE:
+            return f"{name} {_AGREE[verb.lower()]}"
+        if verb.isalpha() and verb.islower() and not verb.endswith("s") and verb not in _MODALS:
+            return f"{name} {verb}{'es' if verb.endswith(('sh', 'ch', 'x', 'o')) else 's'}"
+        return f"{name} {verb}"
+
+    text = re.sub(r"\bI (\w+)", subject, text)
+    text = re.sub(r"\bI\b", name, text)
+    return re.sub(r"\b(?:me|myself)\b", name, text, flags=re.I)
+
+
+_MODALS = {"can", "could", "will", "would", "should", "must", "might", "may", "shall", "did", "had", "also"}
 
 
 def _iso_date(value: str | None) -> datetime | None:

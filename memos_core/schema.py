@@ -99,12 +99,16 @@ _Frozen = ConfigDict(frozen=True, extra="forbid")
 
 
 def display_url(url: str) -> str:
-    """A URL as memories show it: a ``data:`` URL becomes its media type and size (the
-    payload is never copied into memory text), other URLs are capped at 2000 characters."""
-    if url.startswith("data:"):
-        head = url[5:].split(",", 1)[0]
-        return f"data:{head},…({len(url)} chars)"
-    return url[:2000]
+    """A URL as memories show it: a ``data:`` URL becomes its media type and decoded size
+    (``data:image/png;base64,…(1234 bytes)``; the payload is never copied into memory text),
+    other URLs are capped at 2000 characters."""
+    if url[:5].lower() == "data:":
+        header, sep, payload = url[5:].partition(",")
+        if not sep:
+            return f"data:…({len(url) - 5} chars, no comma)"
+        size = len(payload.rstrip("=")) * 3 // 4 if header.lower().endswith(";base64") else len(payload)
+        return f"data:{header[:100]},…({size} bytes)"
+    return url if len(url) <= 2000 else url[:1999] + "…"
 
 
 class ContentPart(BaseModel):

@@ -26,6 +26,7 @@ from memos_core import (
     KnowledgeBaseNotFoundError,
     MemoryNotFoundError,
     MemOS,
+    NotFoundError,
     PermissionDeniedError,
 )
 from memos_core.documents import read_document
@@ -327,6 +328,20 @@ def test_knowledgebase_documents_search_and_permissions(mem: MemOS, tmp_path: Pa
     ).data.memory_detail_list
     assert sum(DOCX_SENTENCE in h.memory for h in everything) == 1
     assert len(mem.list_documents("handbook", user_id="owner").data) == 2
+
+    # One ranking over both cubes: a strong personal memory is not pushed down by a weak
+    # knowledge chunk (scores are comparable, not normalised per cube).
+    mem.add_message([{"role": "user", "content": "My dentist appointment is on Tuesday at 9"}],
+                    user_id="owner", async_mode=False)  # fmt: skip
+    mixed = mem.search_memory(
+        "when is my dentist appointment", user_id="owner", knowledgebase_ids=["handbook"]
+    ).data.memory_detail_list
+    assert "dentist" in mixed[0].memory and mixed[0].origin == "memory"
+    assert {h.origin for h in mixed} == {"memory", "knowledgebase"}
+    with pytest.raises(InvalidInputError, match="add_document"):
+        mem.add_message([{"role": "user", "content": "x"}], user_id="owner", cube_id="kb:handbook")
+    with pytest.raises(NotFoundError):
+        mem.delete_document("handbook", "no-such-doc", user_id="owner")
 
     # Deleting a document removes its chunks from search.
     assert mem.delete_document("handbook", pdf["doc_id"], user_id="owner").data["deleted"] == pdf["chunks"]

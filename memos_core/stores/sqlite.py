@@ -712,8 +712,9 @@ class SqliteStore(MemoryStore):
             [op.worker] if op.worker is not None else []
         )
         cur = conn.execute(
+            # The payload is dropped: it can be large (an image's data: URL) and is spent.
             "UPDATE tasks SET status = 'completed', error = NULL, updated_at = ?, worker = NULL, "
-            f"lease_until = NULL WHERE task_id = ?{owner}",
+            f"lease_until = NULL, payload = '{{}}' WHERE task_id = ?{owner}",
             params,
         )
         if cur.rowcount != 1:
