@@ -23,6 +23,8 @@ from typing import Any, Literal
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
+from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, WORKING, MemCube
+from .cube import SEP as _SEP
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import (
     ConflictError,
@@ -96,8 +98,6 @@ def kb_cube_id(kb_id: str) -> str:
     return f"kb:{kb_id}"
 
 
-_SEP = "\x1f"  # between parts of a record key; ids cannot contain control characters
-CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user", "doc", "working"
 _RETRACT = re.compile(
     r"^(?:no[,.!]?\s+|actually[,]?\s+)?(?:please\s+)?(?:forget\s+(?:that\s+|about\s+)?|"
     r"(?:that'?s|that\s+is|it'?s)\s+(?:wrong|not\s+true|incorrect|outdated)[:,.!]?\s*(?:that\s+)?|"
@@ -536,6 +536,14 @@ class MemOS:
         ]
         granted = [v for cube in owned for _, v in self.store.list_records(GRANTS, f"{cube}{_SEP}")]
         return Envelope(data={"shared_with_me": mine, "granted": granted})
+
+    def cube(self, cube_id: str, *, user_id: str) -> MemCube:
+        """The :class:`~memos_core.cube.MemCube` of a cube ``user_id`` may read (its own
+        ``user_cube_id(user_id)``, a shared cube or a knowledge base), to dump or reindex."""
+        _check_id("cube_id", cube_id)
+        _check_id("user_id", user_id)
+        self._require(user_id, cube_id, "read")
+        return MemCube(self.store, cube_id)
 
     # ------------------------------------------------------------------ knowledge bases
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memos_core import InvalidInputError, MemOS, SentenceTransformerEmbedder
+from memos_core import InvalidInputError, MemOS, PermissionDeniedError, SentenceTransformerEmbedder
 from memos_core.cube import MemCube
 from memos_core.testing import HashEmbedder
 
@@ -50,9 +50,11 @@ def test_round_trip_gives_the_same_searches(
     fresh folder: same items with history and status, same vectors, same search results."""
     with MemOS(tmp_path / "a", embedder=real_embedder, scheduler="inline") as src:
         _fill(src)
+        with pytest.raises(PermissionDeniedError):
+            src.cube("user:alice", user_id="bob")
         src.share_cube("user:alice", "bob", "read")
         items_before = {i.id: i for i in MemCube(src.store, "user:alice").items()}
-        manifest = MemCube(src.store, "user:alice").dump(tmp_path / "dump")
+        manifest = src.cube("user:alice", user_id="bob").dump(tmp_path / "dump")
         before = _results(src)  # after the dump: searches count reads, on both sides alike
     assert manifest["items"] == len(items_before) and manifest["embedding_model"] == real_embedder.model_id
     assert manifest["format_version"] == 1 and set(manifest["files"]) == {
