@@ -1,5 +1,5 @@
-"""The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``, ``export``, ``import``,
-``reindex``.
+"""The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``, ``kb``, ``export``,
+``import``, ``reindex``.
 
 The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
 (default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
@@ -169,6 +169,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             user_id=args.user,
             conversation_id=args.conversation,
             filter=flt,
+            knowledgebase_ids=args.kb,
             top_k=args.top_k,
         )
         _print_hits(r.data.memory_detail_list, as_json=args.json)
@@ -271,6 +272,23 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kb(args: argparse.Namespace) -> int:
+    """``memos kb add`` (creating the knowledge base on first use) and ``memos kb list``."""
+    with _open(args, scheduler="off") as mem:
+        if args.action == "add":
+            known = {k["kb_id"] for k in mem.list_knowledgebases(args.user).data}
+            if args.kb not in known:
+                mem.create_knowledgebase(args.user, kb_id=args.kb)
+            for file in args.files:
+                doc = mem.add_document(args.kb, file, user_id=args.user, progress=not args.quiet).data
+                print(json.dumps({k: doc[k] for k in ("doc_id", "filename", "chunks", "status")}))
+        else:
+            docs = mem.list_documents(args.kb, user_id=args.user).data if args.kb else None
+            out = docs if docs is not None else mem.list_knowledgebases(args.user).data
+            print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memos", description="MemOS: memory for AI agents")
     parser.add_argument("--path", help="data folder (env MEMOS_PATH, default ./memos-data)")
@@ -299,11 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversation")
     p.add_argument("--filter", help='JSON filter, e.g. \'{"tags": {"contains": "study"}}\'')
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--kb", action="append", help="also search this knowledge base (repeatable)")
     p.add_argument("--json", action="store_true")
     p.add_argument("query", nargs="+")
     p.set_defaults(fn=cmd_search)
 
     sub.add_parser("stats", help="counts per cube, status and task state").set_defaults(fn=cmd_stats)
+
+    kb = sub.add_parser("kb", help="knowledge bases: add documents, list them").add_subparsers(
+        dest="action", required=True
+    )
+    p = kb.add_parser("add", help="add documents (creates the knowledge base on first use)")
+    p.add_argument("--user", required=True, help="the owner")
+    p.add_argument("--kb", required=True, help="the knowledge base id")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("files", nargs="+", help="PDF, DOCX, HTML, Markdown or text files")
+    p.set_defaults(fn=cmd_kb)
+    p = kb.add_parser("list", help="knowledge bases of a user, or the documents of one")
+    p.add_argument("--user", required=True)
+    p.add_argument("--kb", help="list this knowledge base's documents")
+    p.set_defaults(fn=cmd_kb)
 
     p = sub.add_parser("export", help="dump a cube into a portable folder")
     p.add_argument("--user", help="the user's own cube")

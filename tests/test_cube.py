@@ -165,3 +165,20 @@ def test_cli_export_import_reindex(tmp_path: Path) -> None:
     assert "Lisbon" in json.loads(r.stdout)[0]["memory"]
     r = _memos("--path", "b", "reindex", "--user", "u1", "--embedder", "nope", cwd=tmp_path)
     assert r.returncode == 2 and "unknown embedder" in r.stderr
+
+
+def test_cli_knowledge_base(tmp_path: Path) -> None:
+    """memos kb add (creating the knowledge base), kb list, and search --kb with its label."""
+    (tmp_path / "policy.md").write_text("# Policy\n\nEmployees get thirty vacation days per year.\n")
+    emb = ["--path", "d", "--embedder", "hash:64"]
+    r = _memos(*emb, "kb", "add", "--user", "hr", "--kb", "handbook", "--quiet", "policy.md", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "ready"
+    r = _memos(*emb, "kb", "list", "--user", "hr", "--kb", "handbook", cwd=tmp_path)
+    assert [d["filename"] for d in json.loads(r.stdout)] == ["policy.md"]
+    r = _memos(*emb, "search", "--user", "hr", "--kb", "handbook", "--json", "vacation days", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hit = json.loads(r.stdout)[0]
+    assert hit["origin"] == "knowledgebase" and "thirty vacation days" in hit["memory"]
+    r = _memos(*emb, "search", "--user", "guest", "--kb", "handbook", "vacation", cwd=tmp_path)
+    assert r.returncode == 2 and "may not read" in r.stderr
