@@ -436,8 +436,8 @@ def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraf
             if len(speakers) != 1:
                 continue
             text = _third_person(text, speakers[0])
-        if _SECOND_PERSON.search(text) or text.lower() in seen:
-            continue
+        if _SECOND_PERSON.search(text) or text.lower() in seen or len(text.split()) < 3:
+            continue  # "Caroline's painting." is a fragment, not a fact
         # Stems by prefix ("lives"/"live"): the model rephrases, it must not invent.
         words = {w[:4] for w in tokenize(text, drop_stopwords=True)} - {
             w[:4] for s in speakers for w in tokenize(s)

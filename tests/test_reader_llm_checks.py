@@ -60,10 +60,17 @@ def test_grounded_facts_are_kept_with_stems_matching() -> None:
     assert got == ["Alice lives in Paris."]
 
 
-def test_ungrounded_and_echoed_facts_are_dropped() -> None:
-    """A fact whose words are not in the window (the prompt's example, say) is not stored."""
+def test_ungrounded_echoed_and_fragment_facts_are_dropped() -> None:
+    """A fact whose words are not in the window (the prompt's example, say) is not stored,
+    nor a fragment such as "Alice's Paris." (SmolLM2 writes many on LoCoMo)."""
     got = facts(
-        {"facts": [{"memory": "Bob works at a bakery."}, {"memory": "Alice has a red kayak."}]},
+        {
+            "facts": [
+                {"memory": "Bob works at a bakery."},
+                {"memory": "Alice has a red kayak."},
+                {"memory": "Alice's Paris."},
+            ]
+        },
         ("Alice", "I live in Paris"),
     )
     assert got == []
