@@ -31,7 +31,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
-from .errors import ConflictError, InvalidInputError
+from .errors import ConflictError, InvalidInputError, PermissionDeniedError
 from .ports import Embedder, ListItems, MemoryStore, PutItems, PutRecords
 from .schema import MemoryItem, SourceRef, utcnow
 
@@ -64,11 +64,13 @@ class MemCube:
         >>> MemCube.load("backup/alice", other_store)
     """
 
-    def __init__(self, store: MemoryStore, cube_id: str) -> None:
+    def __init__(self, store: MemoryStore, cube_id: str, *, read_only: bool = False) -> None:
         if not isinstance(cube_id, str) or not cube_id.strip():
             raise InvalidInputError("cube_id must be a non-empty string")
         self.store = store
         self.cube_id = cube_id
+        #: Handed out to a user with a read grant only: :meth:`reindex` is refused.
+        self.read_only = read_only
 
     def __repr__(self) -> str:
         return f"MemCube({self.cube_id!r})"
@@ -110,6 +112,8 @@ class MemCube:
         vectors: list[np.ndarray] = []
         models: set[str] = set()
         bar = tqdm(total=total, desc=f"dumping {self.cube_id}", unit="item", disable=not progress)
+        # The listing pages while others may write: the dump holds each item once, as of the
+        # page that listed it; items added meanwhile may or may not be in it.
         with (folder / "items.jsonl").open("w", encoding="utf-8") as out:
             batch: list[MemoryItem] = []
 
@@ -128,11 +132,16 @@ class MemCube:
                 bar.update(len(batch))
                 batch.clear()
 
+            seen: set[str] = set()
             for item in self.items():
+                if item.id in seen:  # a write between pages shifted the listing
+                    continue
+                seen.add(item.id)
                 batch.append(item)
                 if len(batch) >= _PAGE:
                     flush()
             flush()
+            total = len(seen)
         bar.close()
         dim = int(vectors[0].shape[0]) if vectors else 0
         np.save(folder / "embeddings.npy", np.stack(vectors) if vectors else np.zeros((0, 0), np.float32))
@@ -179,7 +188,10 @@ class MemCube:
                 f"{folder} was written in cube format version {version}; "
                 f"this build reads version {CUBE_FORMAT_VERSION}"
             )
-        for name, digest in manifest.get("files", {}).items():
+        files = manifest.get("files")
+        if not isinstance(files, dict) or set(files) != {"items.jsonl", "embeddings.npy", "records.jsonl"}:
+            raise InvalidInputError(f"{path} does not list the checksums of the cube's three files")
+        for name, digest in files.items():
             file = folder / name
             if not file.is_file() or _sha256(file) != digest:
                 raise InvalidInputError(f"{file} is missing or does not match the manifest's checksum")
@@ -193,12 +205,15 @@ class MemCube:
         *,
         cube_id: str | None = None,
         new_ids: bool = False,
+        with_grants: bool | None = None,
         progress: bool = False,
     ) -> MemCube:
         """Restore a dumped cube into ``store`` (as ``cube_id`` if given). The target cube
         must be empty. Ids are kept, so references made before the dump still resolve; if
         they clash with ids already in ``store`` (a copy next to the original), pass
-        ``new_ids=True`` to give every item a fresh id (references inside the cube follow)."""
+        ``new_ids=True`` to give every item a fresh id (references inside the cube follow).
+        Grants are restored when the cube keeps its id (a restore) and dropped when it gets
+        another one (a copy), unless ``with_grants`` says otherwise. The write is atomic."""
         folder = Path(directory)
         manifest = cls.read_manifest(folder)
         target = cube_id or str(manifest["cube_id"])
@@ -220,27 +235,35 @@ class MemCube:
                 )
         else:
             items = _renumber(items)
-        bar = tqdm(total=len(items), desc=f"loading {target}", unit="item", disable=not progress)
-        for start in range(0, len(items), _PAGE):
-            part = items[start : start + _PAGE]
-            embs = [None if r is None else vectors[r] for r in rows[start : start + _PAGE]]
-            store.batch([PutItems(part, embs, [0] * len(part))])
-            bar.update(len(part))
-        bar.close()
         records: dict[str, dict[str, dict[str, Any] | None]] = {}
         old = str(manifest["cube_id"])
+        renamed = target != old
+        grants = with_grants if with_grants is not None else not renamed
         with (folder / "records.jsonl").open(encoding="utf-8") as fh:
             saved = [json.loads(line) for line in fh if line.strip()]
         for rec in saved:
+            ns = rec["namespace"]
+            if (ns == GRANTS and not grants) or (ns == WORKING and renamed):
+                continue  # a copy under another id is not shared with the original's grantees
             key = target if rec["key"] == old else target + rec["key"][len(old) :]
             value = dict(rec["value"])
             if "cube_id" in value:
                 value["cube_id"] = target
-            records.setdefault(rec["namespace"], {})[key] = value
-            if rec["namespace"] == GRANTS:
+            if renamed and "kb_id" in value and target.startswith("kb:"):
+                value["kb_id"] = target[3:]
+            records.setdefault(ns, {})[key] = value
+            if ns == GRANTS:
                 records.setdefault(GRANTS_BY_USER, {})[f"{value['user_id']}{SEP}{target}"] = value
-        if records:
-            store.batch([PutRecords(ns, recs) for ns, recs in records.items()])
+        # One atomic write: a failed load leaves the target cube empty, never half-filled.
+        ops: list[Any] = [PutRecords(ns, recs) for ns, recs in records.items()]
+        bar = tqdm(total=len(items), desc=f"loading {target}", unit="item", disable=not progress)
+        for start in range(0, len(items), _PAGE):
+            part = items[start : start + _PAGE]
+            embs = [None if r is None else vectors[r] for r in rows[start : start + _PAGE]]
+            ops.append(PutItems(part, embs, [0] * len(part)))
+        store.batch(ops)
+        bar.update(len(items))
+        bar.close()
         return cube
 
     # ------------------------------------------------------------------ reindex
@@ -248,6 +271,8 @@ class MemCube:
     def reindex(self, embedder: Embedder, *, progress: bool = False, batch_size: int = 64) -> int:
         """Re-embed every item of the cube with ``embedder`` and switch the cube to its
         model in one atomic write. Returns the number of items re-embedded."""
+        if self.read_only:
+            raise PermissionDeniedError(f"cube {self.cube_id!r} was opened read-only; reindex writes")
         for attempt in Retrying(
             retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(3), reraise=True
         ):

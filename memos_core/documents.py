@@ -225,7 +225,7 @@ def chunk_text(text: str, *, size: int = 800, overlap: int = 120) -> list[Chunk]
     Chunks that are only whitespace are dropped; ``index`` counts the chunks returned.
 
     Raises:
-        InvalidInputError: ``size < 50`` or not ``0 <= overlap < size``.
+        InvalidInputError: ``size < 50`` or not ``0 <= overlap <= size // 2``.
 
     Example:
         >>> [c.text for c in chunk_text("First paragraph. " * 4 + "\\n\\nSecond.", size=60, overlap=0)]
@@ -233,8 +233,9 @@ def chunk_text(text: str, *, size: int = 800, overlap: int = 120) -> list[Chunk]
     """
     if size < 50:
         raise InvalidInputError(f"chunk size must be at least 50 characters, not {size}")
-    if not 0 <= overlap < size:
-        raise InvalidInputError(f"chunk overlap must be >= 0 and < size ({size}), not {overlap}")
+    if not 0 <= overlap <= size // 2:
+        # A larger overlap multiplies the chunks (size 50, overlap 49: one chunk per character).
+        raise InvalidInputError(f"chunk overlap must be 0..{size // 2} (half the size), not {overlap}")
     chunks: list[Chunk] = []
     start, end, n = 0, 0, len(text)
     while start < n:

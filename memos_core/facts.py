@@ -375,7 +375,8 @@ _TAGS = {"favorite": ("preference",), "likes": ("preference",), "dislikes": ("pr
 def _fact(
     claim: _Claim, who: str, when: tuple[datetime, str] | None, zh: bool, span: tuple[int, int]
 ) -> Fact:
-    shown = re.sub(r"\bmy\b", f"{who}'s", claim.shown, flags=re.I)  # "I love my job"
+    mine = f"{who}'s"
+    shown = re.sub(r"\bmy\b", lambda _: mine, claim.shown, flags=re.I)  # "I love my job"
     text = (_ZH_TEXT if zh else _EN_TEXT)[claim.kind].format(s=who, x=shown, e=claim.extra)
     text += (_date_text(when[0], when[1], zh) if when else "") + ("。" if zh else ".")
     label = _KEY.get(claim.kind, claim.kind + ":").format(e=claim.extra)

@@ -113,6 +113,8 @@ def fetch_image(
         path = Path(urllib.request.url2pathname(parts.path))
     else:
         path = Path(url)
+    if not path.is_file():  # a FIFO or a device would block the worker forever
+        raise FileNotFoundError(f"{path} is not a regular file")
     with path.open("rb") as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:

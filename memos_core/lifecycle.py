@@ -182,7 +182,7 @@ def plan_facts(
         slot, value = found if found is not None else (None, None)
         when = draft.event_time or (draft.sources[0].chat_time if draft.sources else None) or utcnow()
         if slot is not None:
-            holder = _slot_holder(store, parent, slot, out, _speaker(draft.sources))
+            holder = _slot_holder(store, parent, slot, out, _speaker(draft.sources), exclude)
             if holder is not None:
                 old = current(holder)
                 old_value = (slot_of(old.memory) or (slot, ""))[1]
@@ -286,9 +286,16 @@ def _same_speaker(a: str | None, b: str | None) -> bool:
 
 
 def _slot_holder(
-    store: MemoryStore, parent: MemoryItem, slot: str, pending: dict[str, MemoryItem], speaker: str | None
+    store: MemoryStore,
+    parent: MemoryItem,
+    slot: str,
+    pending: dict[str, MemoryItem],
+    speaker: str | None,
+    exclude: Sequence[str] = (),
 ) -> MemoryItem | None:
-    """The active fact that holds ``slot`` for this user (and agent) and ``speaker``, newest first."""
+    """The active fact that holds ``slot`` for this user (and agent) and ``speaker``, newest
+    first. Items in ``exclude`` (written elsewhere in the batch: archived by a retraction, say)
+    hold nothing, so a new fact on their slot is added rather than lost."""
     for item in pending.values():
         if (
             item.key == slot
@@ -308,7 +315,9 @@ def _slot_holder(
     holders = [
         i
         for i in items
-        if (slot_of(i.memory) or ("", ""))[0] == slot and _same_speaker(speaker, _speaker(i.sources))
+        if (slot_of(i.memory) or ("", ""))[0] == slot
+        and _same_speaker(speaker, _speaker(i.sources))
+        and i.id not in exclude
     ]
     return max(holders, key=_newest) if holders else None
 

@@ -42,7 +42,7 @@ from .errors import (
 from .facts import extract_facts, slot_of
 from .lifecycle import FactDraft, archive, next_version, plan_facts, rollback
 from .llms import LLM
-from .ports import Embedder, EnqueueTask, MemoryStore, Op, PutItems, PutRecords, TouchItems
+from .ports import DeleteItems, Embedder, EnqueueTask, MemoryStore, Op, PutItems, PutRecords, TouchItems
 from .reader import (
     Limits,
     WindowConfig,
@@ -431,10 +431,14 @@ class MemOS:
             h.model_copy(update={"origin": others[h.cube_id]}) if h.cube_id in others else h for h in hits
         ]
         if hits:
-            ops: list[Op] = [TouchItems([h.id for h in hits], utcnow())]
+            # Reads count toward the reader's own memories only: another user's search must
+            # not reorder the owner's usage ranking.
+            read = [h.id for h in hits if h.cube_id == own]
+            ops: list[Op] = [TouchItems(read, utcnow())] if read else []
             if conversation_id is not None:
                 ops.append(self._working_update(own, conversation_id, used=[h.id for h in hits[:5]]))
-            self.store.batch(ops)
+            if ops:
+                self.store.batch(ops)
         return Envelope(data=SearchData(memory_detail_list=hits))
 
     @staticmethod
@@ -539,11 +543,12 @@ class MemOS:
 
     def cube(self, cube_id: str, *, user_id: str) -> MemCube:
         """The :class:`~memos_core.cube.MemCube` of a cube ``user_id`` may read (its own
-        ``user_cube_id(user_id)``, a shared cube or a knowledge base), to dump or reindex."""
+        ``user_cube_id(user_id)``, a shared cube or a knowledge base), to dump it; it can be
+        re-embedded only by a user who may write the cube."""
         _check_id("cube_id", cube_id)
         _check_id("user_id", user_id)
         self._require(user_id, cube_id, "read")
-        return MemCube(self.store, cube_id)
+        return MemCube(self.store, cube_id, read_only=not self._may(user_id, cube_id, "write"))
 
     # ------------------------------------------------------------------ knowledge bases
 
@@ -598,13 +603,15 @@ class MemOS:
         user_id: str,
         filename: str | None = None,
         chunk_size: int = 800,
-        chunk_overlap: int = 120,
+        chunk_overlap: int | None = None,
         tags: Sequence[str] | None = None,
         progress: bool = False,
     ) -> Envelope[dict[str, Any]]:
         """Read a PDF, DOCX, HTML, Markdown or text document into a knowledge base, one
-        memory per chunk (with overlap), each traceable to the document and its character
-        span. Adding the same bytes again replaces the earlier import (same ids)."""
+        memory per chunk (``chunk_overlap`` defaults to 15 % of ``chunk_size``), each traceable
+        to the document and its character span. Adding the same bytes again replaces the
+        earlier import (same ids) in one transaction: a failed import changes nothing.
+        ``source`` may be a local path: a server must pass bytes from its caller instead."""
         import uuid
 
         from tqdm import tqdm
@@ -614,7 +621,8 @@ class MemOS:
         cube = self._kb(kb_id, user_id, "write")
         tag_list = self._check_tags(tags)
         doc = read_document(source, filename=filename)
-        chunks = chunk_text(doc.text, size=chunk_size, overlap=chunk_overlap)
+        overlap = chunk_size * 15 // 100 if chunk_overlap is None else chunk_overlap  # 800 -> 120
+        chunks = chunk_text(doc.text, size=chunk_size, overlap=overlap)
         now = utcnow()
         record = {
             "doc_id": doc.doc_id,
@@ -626,12 +634,8 @@ class MemOS:
             "chunks": len(chunks),
             "added_by": user_id,
             "added_at": now.isoformat(),
-            "status": "importing",
         }
         key = f"{cube}{_SEP}{doc.doc_id}"
-        self.store.put_records(DOCS, {key: record})
-        # Earlier imports of the same document: chunks past the new count are removed.
-        stale = self.store.delete([cube], where=F.parse_filter({"doc_id": doc.doc_id}), hard=True)
         items: list[MemoryItem] = []
         for chunk in chunks:
             items.append(
@@ -663,13 +667,22 @@ class MemOS:
                 )
             )
         bar = tqdm(total=len(items), desc=f"importing {doc.filename}", unit="chunk", disable=not progress)
+        vectors: list[Any] = []
         for start in range(0, len(items), 64):
             part = items[start : start + 64]
-            self.store.put(part, list(self.embedder.embed([i.memory for i in part])))
+            vectors += list(self.embedder.embed([i.memory for i in part]))
             bar.update(len(part))
         bar.close()
+        # One transaction: an earlier import of the same bytes is replaced, or, if anything
+        # fails, left exactly as it was.
+        stale, _, _ = self.store.batch(
+            [
+                DeleteItems([cube], where=F.parse_filter({"doc_id": doc.doc_id}), hard=True),
+                PutItems(items, vectors),
+                PutRecords(DOCS, {key: {**record, "status": "ready"}}),
+            ]
+        )
         record = {**record, "status": "ready", "replaced_chunks": stale}
-        self.store.put_records(DOCS, {key: record})
         return Envelope(data={**record, "memory_ids": [i.id for i in items]})
 
     def list_documents(self, kb_id: str, *, user_id: str) -> Envelope[list[dict[str, Any]]]:
@@ -782,15 +795,24 @@ class MemOS:
             raise TaskNotFoundError(f"no task {task_id!r}")
         return Envelope(data=[task])
 
-    def get_memory(self, memory_id: str) -> Envelope[MemoryItem]:
-        """One memory by id, whatever its status (ids never 404 unless hard-deleted)."""
-        return Envelope(data=self._get(memory_id))
+    def get_memory(self, memory_id: str, *, user_id: str | None = None) -> Envelope[MemoryItem]:
+        """One memory by id, whatever its status (ids never 404 unless hard-deleted).
 
-    def _get(self, memory_id: str) -> MemoryItem:
+        With ``user_id`` (the server always passes it) the memory's cube must be readable by
+        that user, else PermissionDeniedError; without it the caller is trusted (embedded use).
+        """
+        return Envelope(data=self._get(memory_id, user_id, "read"))
+
+    def _get(
+        self, memory_id: str, user_id: str | None = None, mode: Literal["read", "write"] = "read"
+    ) -> MemoryItem:
         _check_id("memory_id", memory_id)
+        _check_id("user_id", user_id, required=False)
         item = self.store.get([memory_id])[0]
         if item is None:
             raise MemoryNotFoundError(f"no memory {memory_id!r}")
+        if user_id is not None:
+            self._require(user_id, item.cube_id, mode)
         return item
 
     def list_memories(
@@ -823,9 +845,11 @@ class MemOS:
         memory: str | None = None,
         tags: Sequence[str] | None = None,
         info: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
     ) -> Envelope[MemoryItem]:
         """Change a memory's text, tags or info. Bumps ``version`` and keeps the previous
-        version in ``history``; a new text is re-embedded."""
+        version in ``history``; a new text is re-embedded. With ``user_id``, the memory's cube
+        must be writable by that user (PermissionDeniedError)."""
         if memory is None and tags is None and info is None:
             raise InvalidInputError("nothing to update: give memory, tags or info")
         if memory is not None and (not isinstance(memory, str) or not memory.strip()):
@@ -842,7 +866,7 @@ class MemOS:
             retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
         ):
             with attempt:
-                old = self._get(memory_id)
+                old = self._get(memory_id, user_id, "write")
                 if old.status == MemoryStatus.DELETED.value:
                     raise InvalidInputError(f"memory {memory_id!r} is deleted")
                 new = next_version(
@@ -856,16 +880,19 @@ class MemOS:
                 self.store.batch([PutItems([new], [vector], [old.revision])])
         return Envelope(data=new)
 
-    def rollback_memory(self, memory_id: str, version: int) -> Envelope[MemoryItem]:
+    def rollback_memory(
+        self, memory_id: str, version: int, *, user_id: str | None = None
+    ) -> Envelope[MemoryItem]:
         """Restore an earlier version's content as a new version (the current one is kept
-        in ``history`` too, so a rollback can itself be rolled back)."""
+        in ``history`` too, so a rollback can itself be rolled back). ``user_id``: as in
+        :meth:`update_memory`."""
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise InvalidInputError("version must be a positive integer")
         for attempt in Retrying(
             retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
         ):
             with attempt:
-                old = self._get(memory_id)
+                old = self._get(memory_id, user_id, "write")
                 if old.status == MemoryStatus.DELETED.value:
                     raise InvalidInputError(f"memory {memory_id!r} is deleted")
                 new = rollback(old, version)
@@ -884,11 +911,13 @@ class MemOS:
     ) -> Envelope[dict[str, int]]:
         """Delete by ids, or all of a user's memories (narrowed by ``filter``).
 
-        Give exactly one selector: ``memory_ids`` or ``user_id``. Soft delete (the default)
+        ``memory_ids``: those memories; with ``user_id`` too, each must be in a cube that user
+        may write (PermissionDeniedError, nothing deleted). Without ``memory_ids``: every
+        memory of ``user_id``'s own cube that ``filter`` selects. Soft delete (the default)
         keeps the id resolvable with ``status="deleted"``; ``hard=True`` erases the rows.
         """
-        if (memory_ids is None) == (user_id is None):
-            raise InvalidInputError("give exactly one selector: memory_ids or user_id")
+        if memory_ids is None and user_id is None:
+            raise InvalidInputError("give memory_ids, or a user_id whose memories to delete")
         if memory_ids is not None:
             if filter is not None:
                 raise InvalidInputError("filter narrows a user_id delete; it cannot go with memory_ids")
@@ -902,6 +931,10 @@ class MemOS:
                     f"no memory {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
                 )
             cubes = list(dict.fromkeys(item.cube_id for item in found if item is not None))
+            if user_id is not None:
+                _check_id("user_id", user_id)
+                for cube in cubes:
+                    self._require(user_id, cube, "write")
             count = self.store.delete(cubes, ids=ids, hard=hard)
         else:
             uid = str(_check_id("user_id", user_id))

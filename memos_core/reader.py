@@ -475,11 +475,10 @@ def _third_person(text: str, name: str) -> str:
     """ "I live in Paris, my cat..." -> "Alice lives in Paris, Alice's cat..." (the common
     verb forms agree; anything odder stays as the model wrote it)."""
     possessive = f"{name}'s"
-    text = re.sub(r"\b(?:my|mine)\b", possessive, text, flags=re.I)
-    text = re.sub(r"\bI'm\b", f"{name} is", text)
-    text = re.sub(r"\bI've\b", f"{name} has", text)
-    text = re.sub(r"\bI'd\b", f"{name} would", text)
-    text = re.sub(r"\bI'll\b", f"{name} will", text)
+    # Replacements are functions: a name is text, never a regex template ("Bob\\d").
+    text = re.sub(r"\b(?:my|mine)\b", lambda _: possessive, text, flags=re.I)
+    for short, verb in (("I'm", "is"), ("I've", "has"), ("I'd", "would"), ("I'll", "will")):
+        text = re.sub(rf"\b{short}\b", lambda _, v=verb: f"{name} {v}", text)  # type: ignore[misc]
 
     def subject(m: re.Match[str]) -> str:
         verb = m.group(1)
@@ -490,8 +489,8 @@ def _third_person(text: str, name: str) -> str:
         return f"{name} {verb}"
 
     text = re.sub(r"\bI (\w+)", subject, text)
-    text = re.sub(r"\bI\b", name, text)
-    return re.sub(r"\b(?:me|myself)\b", name, text, flags=re.I)
+    text = re.sub(r"\bI\b", lambda _: name, text)
+    return re.sub(r"\b(?:me|myself)\b", lambda _: name, text, flags=re.I)
 
 
 _MODALS = {"can", "could", "will", "would", "should", "must", "might", "may", "shall", "did", "had", "also"}

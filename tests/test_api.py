@@ -16,6 +16,7 @@ from memos_core import (
     MemOS,
     NotSupportedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     RequestError,
     TaskNotFoundError,
     TaskStatus,
@@ -156,9 +157,9 @@ def test_delete_soft_hard_and_selectors(mem: MemOS) -> None:
     b = mem.add_message(
         [{"role": "user", "content": "secret plan beta"}], user_id="u", tags=["y"]
     ).data.memory_ids[0]
-    with pytest.raises(InvalidInputError, match="exactly one selector"):
-        mem.delete_memory([a], user_id="u")
-    with pytest.raises(InvalidInputError, match="exactly one selector"):
+    with pytest.raises(PermissionDeniedError):
+        mem.delete_memory([a], user_id="someone-else")  # ids with a user: that user must own them
+    with pytest.raises(InvalidInputError, match="give memory_ids"):
         mem.delete_memory()
     assert mem.delete_memory([a]).data == {"deleted": 1}
     assert mem.get_memory(a).data.status == "deleted"  # the id still resolves
