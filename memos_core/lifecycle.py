@@ -46,18 +46,7 @@ def next_version(
 ) -> MemoryItem:
     """``item`` with new content and its current content filed into ``history``."""
     now = at or utcnow()
-    record = VersionRecord(
-        version=item.version,
-        memory=item.memory,
-        tags=item.tags,
-        info=item.info,
-        key=item.key,
-        sources=item.sources,
-        event_time=item.event_time,
-        status=MemoryStatus.ARCHIVED.value,
-        changed_at=now,
-        reason=reason,
-    )
+    record = _record(item, reason, now)
     text = memory if memory is not None else item.memory
     return item.evolve(
         memory=text,
@@ -97,7 +86,17 @@ def rollback(item: MemoryItem, version: int) -> MemoryItem:
 def archive(item: MemoryItem, reason: str, *, at: datetime | None = None) -> MemoryItem:
     """``item`` taken out of search (``status="archived"``), with the reason in history."""
     now = at or utcnow()
-    record = VersionRecord(
+    return item.evolve(
+        status=MemoryStatus.ARCHIVED.value,
+        version=item.version + 1,
+        history=[*item.history, _record(item, reason, now)],
+        updated_at=now,
+    )
+
+
+def _record(item: MemoryItem, reason: str, at: datetime) -> VersionRecord:
+    """``item``'s current content as an archived history entry."""
+    return VersionRecord(
         version=item.version,
         memory=item.memory,
         tags=item.tags,
@@ -106,14 +105,8 @@ def archive(item: MemoryItem, reason: str, *, at: datetime | None = None) -> Mem
         sources=item.sources,
         event_time=item.event_time,
         status=MemoryStatus.ARCHIVED.value,
-        changed_at=now,
+        changed_at=at,
         reason=reason,
-    )
-    return item.evolve(
-        status=MemoryStatus.ARCHIVED.value,
-        version=item.version + 1,
-        history=[*item.history, record],
-        updated_at=now,
     )
 
 
