@@ -260,6 +260,59 @@ class MemOS:
             self.scheduler.notify()
         return Envelope(data=AddData(task_id=task.task_id, memory_ids=ids, status=status))
 
+    def add_memory(
+        self,
+        memory: str,
+        *,
+        user_id: str,
+        memory_type: str = "long_term",
+        key: str | None = None,
+        tags: Sequence[str] | None = None,
+        info: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        agent_id: str | None = None,
+        app_id: str | None = None,
+        sources: Sequence[SourceRef] | None = None,
+        event_time: datetime | None = None,
+        cube_id: str | None = None,
+    ) -> Envelope[MemoryItem]:
+        """Store one memory as given (already a clean record: a tool call, a note from the
+        application), searchable when this returns; no fine stage runs on it.
+        ``memory_type`` may be any non-empty name (``"tool"``, ``"preference"``, ...)."""
+        _check_id("user_id", user_id)
+        for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
+            _check_id(name, value, required=False)
+        if not isinstance(memory, str) or not memory.strip():
+            raise InvalidInputError("memory must be a non-empty string")
+        if len(memory) > self.limits.max_message_chars:
+            raise PayloadTooLargeError(f"memory is longer than {self.limits.max_message_chars} characters")
+        if not isinstance(memory_type, str) or not memory_type.strip() or len(memory_type) > 64:
+            raise InvalidInputError("memory_type must be a non-empty name of at most 64 characters")
+        target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
+        self._require(user_id, target, "write")
+        now = utcnow()
+        item = MemoryItem(
+            cube_id=target,
+            user_id=user_id,
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            app_id=app_id,
+            memory=memory,
+            key=key,
+            memory_type=memory_type,
+            mode="fine",
+            tags=self._check_tags(tags),
+            info=self._check_info(info),
+            keywords=keywords(memory),
+            sources=list(sources or []),
+            created_at=now,
+            updated_at=now,
+            event_time=event_time or now,
+            embedding_model=self.embedder.model_id,
+        )
+        self.store.batch([PutItems([item], [self.embedder.embed([memory])[0]], [0])])
+        return Envelope(data=item)
+
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
         """The fine stage: deterministic enrichment and de-duplication of the fast items,
         facts (by the LLM, else the rules) superseding older ones by slot, images read."""
