@@ -121,17 +121,18 @@ def test_handler_records_plain_invoke_and_tool_call(mem: MemOS) -> None:
 
 def test_handler_inside_a_langgraph_agent(mem: MemOS) -> None:
     """In a ToolNode (parallel calls, one failing): every call is recorded with the graph's
-    thread_id, the error recorded as an error; the agent still finishes."""
+    thread_id and the user from the run metadata, the error recorded as an error; the agent
+    still finishes."""
     counter = Counter()
     tools = make_tools(counter)
     app = agent_graph(
         tools,
         [calls(("weather", {"city": "Oslo"}), ("divide", {"a": 1, "b": 0})), AIMessage(content="done")],
     )
-    handler = ToolMemoryCallbackHandler(mem, user_id="u1")
+    handler = ToolMemoryCallbackHandler(mem, user_id="fallback")
     out = app.invoke(
         {"messages": [HumanMessage("weather in Oslo, and 1/0?")]},
-        config={"callbacks": [handler], "configurable": {"thread_id": "t-1"}},
+        config={"callbacks": [handler], "configurable": {"thread_id": "t-1"}, "metadata": {"user_id": "u1"}},
     )
     assert out["messages"][-1].content == "done"
     items = {i.info["tool"]: i for i in tool_items(mem)}

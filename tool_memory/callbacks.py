@@ -2,8 +2,9 @@
 
 Attach one to a run (``config={"callbacks": [handler]}``) or to a tool; it works for a plain
 ``tool.invoke`` and inside a LangGraph ``ToolNode`` (where calls run in parallel threads).
-``thread_id`` and ``user_id`` come from the run metadata (LangGraph copies ``configurable``
-into it), the user falling back to the handler's own. The sync and async handlers share
+``thread_id`` comes from the run metadata (LangGraph copies ``configurable["thread_id"]``
+into it) and ``user_id`` from ``config["metadata"]["user_id"]`` (LangGraph 1.x does not copy
+other ``configurable`` keys), falling back to the handler's own user. The sync and async handlers share
 :class:`_Tracker`; only the thin driver is written twice.
 """
 
