@@ -88,6 +88,12 @@ def _check_id(name: str, value: Any, *, required: bool = True) -> str | None:
     return value
 
 
+def _check_scope(user_id: str, conversation_id: str | None, agent_id: str | None, app_id: str | None) -> None:
+    _check_id("user_id", user_id)
+    for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
+        _check_id(name, value, required=False)
+
+
 def user_cube_id(user_id: str) -> str:
     """The cube that holds a user's own memories."""
     return f"user:{user_id}"
@@ -208,19 +214,16 @@ class MemOS:
         ``async_mode=False`` this call waits for it. ``cube_id`` writes into a cube another
         user shared with ``user_id`` read-write (default: the user's own cube).
         """
-        _check_id("user_id", user_id)
-        for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
-            _check_id(name, value, required=False)
+        _check_scope(user_id, conversation_id, agent_id, app_id)
         tag_list = self._check_tags(tags)
         info_dict = self._check_info(info)
         if not async_mode and self._mode == "off":
             raise NotSupportedError(
                 "async_mode=False needs a scheduler; this MemOS was opened with scheduler='off'"
             )
-        target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
-        if target.startswith("kb:"):
+        if cube_id is not None and str(cube_id).startswith("kb:"):
             raise InvalidInputError("knowledge bases take documents: use add_document, not add_message")
-        self._require(user_id, target, "write")
+        target = self._write_target(user_id, cube_id)
         msgs = validate_messages(messages, self.limits)
         scope: dict[str, Any] = dict(
             cube_id=target,
@@ -279,17 +282,14 @@ class MemOS:
         """Store one memory as given (already a clean record: a tool call, a note from the
         application), searchable when this returns; no fine stage runs on it.
         ``memory_type`` may be any non-empty name (``"tool"``, ``"preference"``, ...)."""
-        _check_id("user_id", user_id)
-        for name, value in (("conversation_id", conversation_id), ("agent_id", agent_id), ("app_id", app_id)):
-            _check_id(name, value, required=False)
+        _check_scope(user_id, conversation_id, agent_id, app_id)
         if not isinstance(memory, str) or not memory.strip():
             raise InvalidInputError("memory must be a non-empty string")
         if len(memory) > self.limits.max_message_chars:
             raise PayloadTooLargeError(f"memory is longer than {self.limits.max_message_chars} characters")
         if not isinstance(memory_type, str) or not memory_type.strip() or len(memory_type) > 64:
             raise InvalidInputError("memory_type must be a non-empty name of at most 64 characters")
-        target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
-        self._require(user_id, target, "write")
+        target = self._write_target(user_id, cube_id)
         now = utcnow()
         item = MemoryItem(
             cube_id=target,
@@ -312,6 +312,12 @@ class MemOS:
         )
         self.store.batch([PutItems([item], [self.embedder.embed([memory])[0]], [0])])
         return Envelope(data=item)
+
+    def _write_target(self, user_id: str, cube_id: str | None) -> str:
+        """The cube a write of ``user_id`` goes to (its own by default), checked writable."""
+        target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
+        self._require(user_id, target, "write")
+        return target
 
     def _fine_add(self, payload: dict[str, Any]) -> Sequence[Op]:
         """The fine stage: deterministic enrichment and de-duplication of the fast items,
