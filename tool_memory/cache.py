@@ -16,11 +16,10 @@ import inspect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar, cast
 
 from memos_core import MemOS
-from memos_core.schema import format_time, utcnow
 
 from .callbacks import SELF_RECORDING
 from .core import ToolCall, ToolRecorder, args_hash, normalise_args
@@ -76,7 +75,7 @@ class ToolCache:
 
     def lookup(self, key: str) -> Any:
         """The stored output of the newest fresh successful call with ``key``, or _MISSING."""
-        since = format_time(utcnow() - self.ttl)
+        since = (datetime.now(timezone.utc) - self.ttl).isoformat()
         where = {
             "memory_type": "tool",
             "tool": self.tool,
