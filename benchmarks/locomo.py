@@ -1,0 +1,142 @@
+"""LoCoMo retrieval through the public API, scored exactly as the benchmark's ``score.py``.
+
+    python benchmarks/locomo.py --data ../shared/bench/locomo/locomo_dev.json [--out results.json]
+
+The recipe of ``../shared/bench/locomo/README.md``: one user per conversation; every session
+added in order with ``add_message`` (each turn a message with the speaker as its name, the
+``dia_id`` as its id and the session's date-time as its time; an image's caption is part of
+its text); the fine stage run; every question of categories 1-4 searched with its raw text;
+the ranked memories mapped back to ``dia_id``s through their chat sources (a window expands
+to its turns, in order) and scored by ``score.py`` from the data folder (loaded from there,
+never copied). Reports turn and session Recall@k and NDCG@10 per category, ingest time and
+search p50/p95, and writes the per-question rankings as ``score.py``'s results JSONL when
+``--results`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def load_scorer(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("locomo_score", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the scorer {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["locomo_score"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="locomo_dev.json")
+    parser.add_argument("--scorer", type=Path, help="score.py (default: next to --data)")
+    parser.add_argument("--conversations", type=int, help="only the first N conversations (smoke runs)")
+    parser.add_argument("--window", type=int, default=4, help="turns per fast-stage window")
+    parser.add_argument("--overlap", type=int, default=1)
+    parser.add_argument("--depth", type=int, default=50, help="hits per question (score.py reads 50)")
+    parser.add_argument("--hash-embedder", action="store_true", help="the test embedder (smoke runs only)")
+    parser.add_argument("--results", type=Path, help="write score.py's results JSONL here")
+    parser.add_argument("--out", type=Path, help="write the JSON summary here")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tqdm import tqdm
+
+    from memos_core import MemOS, WindowConfig
+    from memos_core.testing import HashEmbedder
+
+    scorer = load_scorer(args.scorer or args.data.parent / "score.py")
+    convs = scorer.load_locomo(str(args.data))[: args.conversations]
+    embedder = HashEmbedder() if args.hash_embedder else None
+    rankings: dict[tuple[str, str], list[str]] = {}
+    ingest_s = fine_s = 0.0
+    latencies: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
+        kwargs: dict[str, Any] = {"scheduler": "inline", "window": WindowConfig(args.window, args.overlap)}
+        if embedder is not None:
+            kwargs["embedder"] = embedder
+        with MemOS(Path(tmp) / "data", **kwargs) as mem:
+            mem.embedder.embed(["warm up"])
+            for conv in tqdm(convs, desc="conversations", disable=args.no_progress):
+                user = conv["sample_id"]
+                sessions: dict[int, list[dict[str, Any]]] = {}
+                for t in conv["turns"]:
+                    text = t["text"] + (f" [shares {t['caption']}]" if t.get("caption") else "")
+                    sessions.setdefault(t["session"], []).append(
+                        {"role": "user", "name": t["speaker"], "content": text, "id": t["dia_id"],
+                         "chat_time": t["session_time"]}
+                    )  # fmt: skip
+                t0 = time.perf_counter()
+                for n in sorted(sessions):
+                    mem.add_message(sessions[n], user_id=user, conversation_id=f"{user}/session_{n}")
+                ingest_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                mem.run_pending(timeout=3600)
+                fine_s += time.perf_counter() - t0
+                for qa in conv["qas"]:
+                    if qa["category"] not in scorer.EVAL_CATEGORIES or not qa["evidence"]:
+                        continue
+                    t0 = time.perf_counter()
+                    hits = mem.search_memory(
+                        qa["question"], user_id=user, top_k=args.depth
+                    ).data.memory_detail_list
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    ranked = [
+                        s.message_id for h in hits for s in h.sources if s.type == "chat" and s.message_id
+                    ]
+                    rankings[(user, qa["question"])] = scorer.dedupe(ranked)
+
+    records = scorer.evaluate(
+        convs, lambda conv, q: rankings.get((conv["sample_id"], q), []), depth=args.depth
+    )
+    table = scorer.print_report(records, f"MemOS (window {args.window}/{args.overlap}) on {args.data.name}")
+    turns = sum(len(c["turns"]) for c in convs)
+    summary = {
+        "data": str(args.data),
+        "conversations": len(convs),
+        "turns": turns,
+        "questions": len(records),
+        "embedder": "hash (smoke)" if embedder is not None else "all-MiniLM-L6-v2 (packaged)",
+        "window": [args.window, args.overlap],
+        "ingest_seconds": round(ingest_s, 2),
+        "ingest_ms_per_turn": round(1000 * ingest_s / max(1, turns), 3),
+        "fine_stage_seconds": round(fine_s, 2),
+        "search_ms_p50": round(pct(latencies, 50), 2) if latencies else None,
+        "search_ms_p95": round(pct(latencies, 95), 2) if latencies else None,
+        "table": table,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.results:
+        with args.results.open("w") as fh:
+            for r in records:
+                got = rankings.get((r["sample_id"], r["question"]), [])
+                line = {"sample_id": r["sample_id"], "qa_index": r["qa_index"], "retrieved": got}
+                fh.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
