@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.tools import tool
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import StructuredTool, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
@@ -112,7 +113,7 @@ def test_handler_records_plain_invoke_and_tool_call(mem: MemOS) -> None:
     msg = weather.invoke(call, config={"callbacks": [handler]})
     assert msg.content == "sunny, 21C in Rome"
     (paris,) = tool_items(mem, "u1")
-    assert paris.info["tool"] == "weather" and paris.info["args"] == {"city": "Paris"}
+    assert paris.info["tool"] == "weather" and paris.info["args"] == {"city": " Paris"}
     assert paris.info["outcome"] == "ok" and paris.info["output"] == "sunny, 21C in  Paris"  # as returned
     assert paris.info["duration_ms"] >= 50 and paris.info["run_id"]
     (rome,) = tool_items(mem, "fallback")
@@ -158,16 +159,18 @@ def test_cached_tool_reuses_and_never_replays_errors(mem: MemOS) -> None:
     cd = cached_tool(divide, mem, user_id="u1", ttl=3600)
     assert cw.name == "weather" and cw.args_schema is weather.args_schema
     assert cw.invoke({"city": "Paris"}) == "sunny, 21C in Paris"
-    assert cw.invoke({"city": "Paris "}) == "sunny, 21C in Paris"  # normalised: same call
+    assert cw.invoke({"city": "Paris"}) == "sunny, 21C in Paris"
     assert counter.calls == 1 and cw.cache.stats.hits == 1 and cw.cache.stats.misses == 1
-    cw.invoke({"city": "Rome"})
+    cw.invoke({"city": "Paris "})  # argument values are kept exactly: another call
     assert counter.calls == 2
+    cw.invoke({"city": "Rome"})
+    assert counter.calls == 3
     for _ in range(2):
         with pytest.raises(ZeroDivisionError):
             cd.invoke({"a": 1, "b": 0})
-    assert counter.calls == 4  # the error ran both times
+    assert counter.calls == 5  # the error ran both times
     assert cd.invoke({"a": 6, "b": 3}) == 2.0 and cd.invoke({"a": 6, "b": 3}) == 2.0
-    assert counter.calls == 5
+    assert counter.calls == 6
 
 
 def test_cached_tool_in_a_graph_and_across_threads(mem: MemOS) -> None:
@@ -312,8 +315,39 @@ def test_experience_summary_and_search(mem: MemOS) -> None:
     assert hits and hits[0].memory_type == "tool" and "Paris" in hits[0].memory
 
 
+def test_cached_answers_are_per_user_and_async_tools_work(mem: MemOS) -> None:
+    """A tool that reads the user from the run answers alice and bob separately (the cache
+    key includes the run's user); an async-only tool is cached through ainvoke; a store that
+    fails on lookup means running the tool, not an error."""
+    counter = Counter()
+
+    @tool
+    def orders(status: str, config: RunnableConfig) -> str:
+        """The caller's orders."""
+        counter.bump()
+        return f"orders of {config['configurable']['user_id']} ({status})"
+
+    co = cached_tool(orders, mem, user_id="default", ttl=3600)
+    for user in ("alice", "bob", "alice"):
+        got = co.invoke({"status": "open"}, config={"configurable": {"user_id": user}})
+        assert got == f"orders of {user} (open)"
+    assert counter.calls == 2 and co.cache.stats.hits == 1
+
+    async def fetch(url: str) -> str:
+        counter.bump()
+        return url.upper()
+
+    only_async = StructuredTool.from_function(coroutine=fetch, name="fetch", description="Fetch a URL.")
+    ca = cached_tool(only_async, mem, user_id="u1", ttl=3600)
+    assert asyncio.run(ca.ainvoke({"url": "a.org"})) == "A.ORG" == asyncio.run(ca.ainvoke({"url": "a.org"}))
+    assert counter.calls == 3
+
+    co.cache.memos = None  # type: ignore[assignment]  # every lookup now fails
+    assert co.invoke({"status": "x"}, config={"configurable": {"user_id": "alice"}}) == "orders of alice (x)"
+
+
 def test_normalise_args() -> None:
-    assert normalise_args('{"b": 1, "a": " x "}') == {"a": "x", "b": 1}
+    assert normalise_args('{"b": 1, "a": " x "}') == {"a": " x ", "b": 1}
     assert normalise_args("  plain text ") == {"input": "plain text"}
     assert normalise_args({"when": object}) == {"when": str(object)}
 

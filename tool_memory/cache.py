@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from typing import Any, Literal, TypeVar, cast
 
 from memos_core import MemOS
 
-from .callbacks import SELF_RECORDING
-from .core import ToolCall, ToolRecorder, args_hash, normalise_args
+from .core import SELF_RECORDING, ToolCall, ToolRecorder, args_hash, normalise_args
 
 __all__ = ["CacheStats", "ToolCache", "cached", "cached_tool"]
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 Policy = Literal["reuse", "never"]
@@ -68,47 +70,61 @@ class ToolCache:
         self.recorder = ToolRecorder(memos, user_id=user_id)
         self._flights: dict[str, concurrent.futures.Future[Any]] = {}
         self._lock = threading.Lock()
+        self._warned = False
 
     def key(self, args: Mapping[str, Any]) -> str:
         norm = normalise_args(dict(args))
         return args_hash(self.tool, normalise_args(self.key_fn(norm)) if self.key_fn else norm)
 
-    def lookup(self, key: str) -> Any:
-        """The stored output of the newest fresh successful call with ``key``, or _MISSING."""
+    def lookup(self, key: str, user_id: str | None = None) -> Any:
+        """The stored output of the newest fresh successful call with ``key`` that this cache
+        wrote (so the output is the tool's own return value, not a message's text), or
+        _MISSING. A store failure is a miss (logged once): reuse never breaks the tool."""
         since = (datetime.now(timezone.utc) - self.ttl).isoformat()
         where = {
             "memory_type": "tool",
             "tool": self.tool,
             "cache_key": key,
             "outcome": "ok",
+            "replayable": True,
             "output_truncated": False,
             "created_at": {"gte": since},
         }
-        page = self.memos.list_memories(self.user_id, filter=where, limit=1).data
+        try:
+            page = self.memos.list_memories(user_id or self.user_id, filter=where, limit=1).data
+        except Exception:
+            if not self._warned:
+                self._warned = True
+                log.exception("tool memory: cache lookup for %r failed; running the tool", self.tool)
+            return _MISSING
         return page.items[0].info.get("output") if page.items else _MISSING
 
-    def call(self, args: Mapping[str, Any], run: Callable[[], Any]) -> Any:
-        """The answer for ``args``: from memory when fresh, else ``run()`` once (recorded)."""
+    def call(self, args: Mapping[str, Any], run: Callable[[], Any], *, user_id: str | None = None) -> Any:
+        """The answer for ``args``: from memory when fresh, else ``run()`` once (recorded).
+        ``user_id`` (default: the cache's) scopes the reuse: one user never gets another's
+        answer, even when the tool itself reads the user from the run."""
+        user = user_id or self.user_id
         if self.policy == "never":
             self.stats.misses += 1
-            return self._run(args, None, run)
+            return self._run(args, None, run, user)
         key = self.key(args)
-        found = self.lookup(key)
+        found = self.lookup(key, user)
         if found is not _MISSING:
             self.stats.hits += 1
             return found
+        flight_key = f"{user}\x1f{key}"
         with self._lock:
-            flight = self._flights.get(key)
+            flight = self._flights.get(flight_key)
             leader = flight is None
             if leader:
-                flight = self._flights[key] = concurrent.futures.Future()
+                flight = self._flights[flight_key] = concurrent.futures.Future()
         assert flight is not None
         if not leader:
             self.stats.waits += 1
             return flight.result()
         self.stats.misses += 1
         try:
-            result = self._run(args, key, run)
+            result = self._run(args, key, run, user)
         except BaseException as exc:
             flight.set_exception(exc)
             raise
@@ -117,13 +133,12 @@ class ToolCache:
             return result
         finally:
             with self._lock:
-                self._flights.pop(key, None)
+                self._flights.pop(flight_key, None)
 
-    def _run(self, args: Mapping[str, Any], key: str | None, run: Callable[[], Any]) -> Any:
+    def _run(self, args: Mapping[str, Any], key: str | None, run: Callable[[], Any], user: str) -> Any:
         # The lookup key may differ from args_hash when key_fn narrows the arguments.
-        call = ToolCall(
-            tool=self.tool, args=normalise_args(dict(args)), extra={"cache_key": key} if key else {}
-        )
+        extra: dict[str, Any] = {"cache_key": key, "replayable": True} if key else {}
+        call = ToolCall(tool=self.tool, args=normalise_args(dict(args)), user_id=user, extra=extra)
         try:
             call.output = run()
         except Exception as exc:
@@ -193,6 +208,9 @@ def cached_tool(
     """A LangChain ``StructuredTool`` with ``tool``'s name, description and schema that reuses
     ``tool``'s earlier successful results (``.cache.stats`` counts hits and misses).
 
+    The user is the run's ``config["configurable"]["user_id"]`` when it names one, else
+    ``user_id``: answers are reused per user only. Only outputs this wrapper recorded are
+    replayed (as the JSON they were stored as: a tuple comes back as a list).
     A tool whose ``metadata`` has ``{"memos_cache": False}`` (non-deterministic: random, time,
     side effects) is never cached unless ``policy`` says otherwise. The wrapper records its
     own calls; a :class:`~tool_memory.ToolMemoryCallbackHandler` on the same run skips them.
@@ -207,12 +225,26 @@ def cached_tool(
     # callbacks, and the wrapper records the call itself.
     inner = {"metadata": {SELF_RECORDING: True}}
 
-    def run(**kwargs: Any) -> Any:
-        return cache.call(kwargs, lambda: tool.invoke(kwargs, config=inner))
+    def user_of(config: Any) -> str:
+        configured = ((config or {}).get("configurable") or {}).get("user_id")
+        return str(configured) if configured else user_id
 
-    async def arun(**kwargs: Any) -> Any:
-        return await asyncio.to_thread(cache.call, kwargs, lambda: tool.invoke(kwargs, config=inner))
+    def run(config: Any, **kwargs: Any) -> Any:
+        return cache.call(kwargs, lambda: tool.invoke(kwargs, config=inner), user_id=user_of(config))
 
+    async def arun(config: Any, **kwargs: Any) -> Any:
+        # ainvoke, not invoke: an async-only tool has no sync path. The cache's single
+        # flight is thread-based, so the call runs on its own loop in a worker thread.
+        def once() -> Any:
+            return asyncio.run(tool.ainvoke(kwargs, config=inner))
+
+        return await asyncio.to_thread(cache.call, kwargs, once, user_id=user_of(config))
+
+    # LangChain injects the run's config into a parameter annotated RunnableConfig.
+    from langchain_core.runnables import RunnableConfig
+
+    run.__annotations__["config"] = RunnableConfig
+    arun.__annotations__["config"] = RunnableConfig
     wrapped = cls.from_function(
         func=run,
         coroutine=arun,

@@ -19,12 +19,9 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
 from memos_core import MemOS
 
-from .core import ToolCall, ToolRecorder, normalise_args
+from .core import SELF_RECORDING, ToolCall, ToolRecorder, normalise_args
 
-__all__ = ["AsyncToolMemoryCallbackHandler", "ToolMemoryCallbackHandler"]
-
-#: Tools that record themselves (``cached_tool``) carry this in their metadata.
-SELF_RECORDING = "memos_tool_memory_self_recording"
+__all__ = ["SELF_RECORDING", "AsyncToolMemoryCallbackHandler", "ToolMemoryCallbackHandler"]
 
 
 def _output_of(output: Any) -> Any:

@@ -31,6 +31,9 @@ __all__ = ["ToolCall", "ToolRecorder", "args_hash", "normalise_args"]
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_OUTPUT_CHARS = 16_000
+#: Tools that record themselves (``cached_tool``) carry this in their metadata; the callback
+#: handlers skip them.
+SELF_RECORDING = "memos_tool_memory_self_recording"
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,8 +48,9 @@ def _jsonable(value: Any) -> Any:
 
 def normalise_args(args: Any) -> dict[str, Any]:
     """Arguments in one canonical form: a dict with sorted keys and JSON values; a bare input
-    string becomes ``{"input": text}`` (a JSON object string is parsed first); strings are
-    stripped, so ``" Paris"`` and ``"Paris"`` are the same call."""
+    string becomes ``{"input": text}`` (stripped; a JSON object string is parsed first).
+    Argument values are kept exactly (``"a "`` and ``"a"`` are different calls: code, paths
+    and file contents depend on whitespace); narrow the key with ``key_fn`` if yours do not."""
     if isinstance(args, str):
         text = args.strip()
         try:
@@ -56,8 +60,7 @@ def normalise_args(args: Any) -> dict[str, Any]:
         args = parsed if isinstance(parsed, dict) else {"input": text}
     if not isinstance(args, Mapping):
         args = {"input": args}
-    out = {str(k): _jsonable(v) for k, v in sorted(args.items(), key=lambda kv: str(kv[0]))}
-    return {k: v.strip() if isinstance(v, str) else v for k, v in out.items()}
+    return {str(k): _jsonable(v) for k, v in sorted(args.items(), key=lambda kv: str(kv[0]))}
 
 
 def args_hash(tool: str, args: Mapping[str, Any]) -> str:
