@@ -260,8 +260,10 @@ class MemoryStore:
         result: list[dict[str, Any] | None] = self.batch([GetRecords(namespace, [key])])[0]
         return result[0]
 
-    def list_records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
-        result: list[tuple[str, dict[str, Any]]] = self.batch([ListRecords(namespace, prefix)])[0]
+    def list_records(
+        self, namespace: str, prefix: str = "", *, limit: int = 10_000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        result: list[tuple[str, dict[str, Any]]] = self.batch([ListRecords(namespace, prefix, limit)])[0]
         return result
 
 

@@ -12,12 +12,13 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
-from memos_core import MemOS
+from memos_core import InvalidInputError, MemOS
 
 __all__ = ["MemosChatMessageHistory"]
 
 NAMESPACE = "langchain_chat_history"
 _SEP = "\x1f"
+_ALL = 2**62  # a transcript is read whole
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
@@ -63,6 +64,13 @@ class MemosChatMessageHistory(BaseChatMessageHistory):
         agent_id: str | None = None,
         remember: bool = True,
     ) -> None:
+        for name, value in (("user_id", user_id), ("conversation_id", conversation_id)):
+            if (
+                not isinstance(value, str)
+                or not value.strip()
+                or any(ord(c) < 32 or ord(c) == 127 for c in value)
+            ):
+                raise InvalidInputError(f"{name} must be a non-empty string without control characters")
         self.memos = memos
         self.user_id = user_id
         self.conversation_id = conversation_id
@@ -72,7 +80,7 @@ class MemosChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        records = self.memos.store.list_records(NAMESPACE, self._prefix)
+        records = self.memos.store.list_records(NAMESPACE, self._prefix, limit=_ALL)
         return messages_from_dict([json.loads(value["message"]) for _, value in records])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -86,15 +94,17 @@ class MemosChatMessageHistory(BaseChatMessageHistory):
             }
             for i, m in enumerate(messages)
         }
-        self.memos.store.put_records(NAMESPACE, records)
+        # MemOS validates first: a message it refuses (too long, a bad id) is not kept in the
+        # transcript either, so a retry does not duplicate it.
         if self.remember:
             turns = [_turn(m) for m in messages if m.type in _ROLES and _text(m).strip()]
             if turns:
                 self.memos.add_message(
                     turns, user_id=self.user_id, conversation_id=self.conversation_id, agent_id=self.agent_id
                 )
+        self.memos.store.put_records(NAMESPACE, records)
 
     def clear(self) -> None:
-        keys = [k for k, _ in self.memos.store.list_records(NAMESPACE, self._prefix)]
+        keys = [k for k, _ in self.memos.store.list_records(NAMESPACE, self._prefix, limit=_ALL)]
         if keys:
             self.memos.store.put_records(NAMESPACE, dict.fromkeys(keys))

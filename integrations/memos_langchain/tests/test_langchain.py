@@ -172,3 +172,22 @@ def test_cookbook_example_runs() -> None:
                        text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "Porto" in r.stdout.split("memories for the new session:")[1]
+
+
+def test_chat_history_keeps_only_what_memos_accepted_and_reads_long_transcripts(mem: MemOS) -> None:
+    """A message MemOS refuses is not kept in the transcript (a retry would duplicate it);
+    ids with control characters are refused up front; long transcripts are read whole."""
+    from memos_core import InvalidInputError, PayloadTooLargeError
+
+    history = MemosChatMessageHistory(mem, user_id="u", conversation_id="c")
+    with pytest.raises(PayloadTooLargeError):
+        history.add_messages([HumanMessage("x" * 200_000)])
+    assert history.messages == []
+    with pytest.raises(InvalidInputError):
+        MemosChatMessageHistory(mem, user_id="u", conversation_id="c\x1fx")
+    quiet = MemosChatMessageHistory(mem, user_id="u", conversation_id="long", remember=False)
+    quiet.add_messages([HumanMessage(f"message {i}") for i in range(10_050)])
+    got = quiet.messages
+    assert len(got) == 10_050 and got[-1].content == "message 10049"
+    quiet.clear()
+    assert quiet.messages == []

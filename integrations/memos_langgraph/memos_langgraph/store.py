@@ -246,6 +246,10 @@ class MemosStore(BaseStore):
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._clock = threading.Lock()
+        # Writes of one (namespace, key) are serialised in this process: two interleaved puts
+        # would each erase the other's memory and leave the record pointing at neither.
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks_guard = threading.Lock()
         self._last = datetime.min.replace(tzinfo=timezone.utc)
 
     # -------------------------------------------------------------- drivers
@@ -426,7 +430,16 @@ class MemosStore(BaseStore):
         text = "\n".join(texts)
         return text if text.strip() else None
 
+    def _key_lock(self, namespace: tuple[str, ...], key: str) -> threading.Lock:
+        name = _record_key(namespace, key)
+        with self._key_locks_guard:
+            return self._key_locks.setdefault(name, threading.Lock())
+
     def _put(self, op: PutOp) -> None:
+        with self._key_lock(op.namespace, op.key):
+            self._put_locked(op)
+
+    def _put_locked(self, op: PutOp) -> None:
         assert op.value is not None
         namespace, key = op.namespace, op.key
         code = _ns_code(namespace)
@@ -459,8 +472,9 @@ class MemosStore(BaseStore):
     def _delete(self, namespace: tuple[str, ...], key: str) -> None:
         if not namespace:
             return
-        self._erase(_ns_code(namespace), key)
-        self.mem.store.put_records(self._records, {_record_key(namespace, key): None})
+        with self._key_lock(namespace, key):
+            self._erase(_ns_code(namespace), key)
+            self.mem.store.put_records(self._records, {_record_key(namespace, key): None})
 
     def _erase(self, code: str, key: str, keep: str | None = None) -> None:
         where: dict[str, Any] = {"memory_type": MEMORY_TYPE, "lg_ns": code, "key": key}

@@ -532,3 +532,21 @@ def test_order_comparison_on_a_missing_value_is_false(stores: tuple[BaseStore, M
     with pytest.raises(TypeError):
         reference.search(("m",), filter={"n": {"$gt": 1}})
     assert [i.key for i in memos.search(("m",), filter={"n": {"$gt": 1}})] == ["with"]
+
+
+def test_concurrent_puts_to_one_key_never_lose_the_item(tmp_path: Path) -> None:
+    """Four threads put the same key at once, twenty times: the item is always there, with
+    one of the written values (interleaved puts used to erase each other's memories)."""
+    import threading
+
+    for trial in range(20):
+        mem = MemOS(tmp_path / f"d{trial}", embedder=HashEmbedder(), scheduler="inline")
+        store = MemosStore(mem)
+        threads = [threading.Thread(target=store.put, args=(("a",), "k", {"v": i})) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = store.get(("a",), "k")
+        assert got is not None and got.value["v"] in range(4)
+        mem.close()

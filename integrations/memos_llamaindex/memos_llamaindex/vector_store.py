@@ -14,6 +14,7 @@ embed the query) and a query needs ``query_str``. An index still embeds nodes wi
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from memos_core import InvalidInputError, MemOS, NotSupportedError, SourceRef
+from memos_core import InvalidInputError, MemOS, NotSupportedError, PayloadTooLargeError, SourceRef
 
 from .filters import to_memos_filter
 
@@ -120,6 +121,16 @@ class MemosVectorStore(BasePydanticVectorStore):
             if v is not None and v != []  # so IS_EMPTY reads them as missing
         }
         info[NODE_ID_KEY] = node.node_id
+        limits = self.memos.limits
+        if len(text) > limits.max_message_chars:
+            raise PayloadTooLargeError(
+                f"node {node.node_id!r} has {len(text)} characters; the limit is {limits.max_message_chars}"
+            )
+        size = len(json.dumps(info, ensure_ascii=False, default=str).encode("utf-8"))
+        if size > limits.max_info_bytes:
+            raise PayloadTooLargeError(
+                f"node {node.node_id!r} metadata: {size} bytes of JSON, over {limits.max_info_bytes}"
+            )
         sources = []
         if node.ref_doc_id:
             sources.append(
@@ -154,8 +165,16 @@ class MemosVectorStore(BasePydanticVectorStore):
         """Store the nodes (replacing stored nodes with the same ids); returns their ids."""
         records = [self._record(n) for n in nodes]  # validate everything before writing
         ids = [n.node_id for n in nodes]
+        # The stored versions of these nodes are removed only after the new ones are written:
+        # a node the store refuses (too large, say) leaves its old version in place.
+        stale: list[str] = []
         for start in range(0, len(ids), _CHUNK):
-            self._delete_where(self._where(node_ids=ids[start : start + _CHUNK]))
+            where = self._where(node_ids=ids[start : start + _CHUNK])
+            offset: int | None = 0
+            while offset is not None:
+                page = self.memos.list_memories(self.user_id, filter=where, limit=1000, offset=offset).data
+                stale += [i.id for i in page.items]
+                offset = page.next_offset
         for text, info, sources in records:
             self.memos.add_memory(
                 text,
@@ -165,6 +184,8 @@ class MemosVectorStore(BasePydanticVectorStore):
                 info=info,
                 sources=sources,
             )
+        for start in range(0, len(stale), _CHUNK):
+            self.memos.delete_memory(stale[start : start + _CHUNK], hard=self.hard_delete)
         return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:

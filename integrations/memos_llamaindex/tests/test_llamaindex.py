@@ -45,7 +45,14 @@ from memos_llamaindex import (
     to_memos_filter,
 )
 
-from memos_core import FilterError, InvalidInputError, MemOS, MissingDependencyError, NotSupportedError
+from memos_core import (
+    FilterError,
+    InvalidInputError,
+    MemOS,
+    MissingDependencyError,
+    NotSupportedError,
+    PayloadTooLargeError,
+)
 from memos_core.testing import HashEmbedder
 
 # LlamaIndex's SQLAlchemyChatStore (behind Memory and the chat engines) leaves its aiosqlite
@@ -273,6 +280,20 @@ def test_vector_store_add_query_delete_round_trip(mem: MemOS) -> None:
     store.add([TextNode(id_="n3", text="Gulls now, not birds.", metadata={"city": "Lisbon"})])
     assert [n.get_content() for n in store.get_nodes(node_ids=["n3"])] == ["Gulls now, not birds."]
     assert store.query(VectorStoreQuery(query_str="x", doc_ids=["docB"])).ids == []
+
+
+def test_a_refused_node_leaves_the_stored_ones_in_place(mem: MemOS) -> None:
+    """Re-adding nodes where one is too large changes nothing: the check runs before any
+    write, and old versions are removed only after the new ones are stored."""
+    from llama_index.core.schema import TextNode
+
+    store = MemosVectorStore(memos=mem, user_id="u1")
+    store.add([TextNode(id_="a", text="alpha v1"), TextNode(id_="b", text="beta v1")])
+    big = TextNode(id_="b", text="beta v2", metadata={"blob": "x" * 70_000})
+    with pytest.raises(PayloadTooLargeError):
+        store.add([TextNode(id_="a", text="alpha v2"), big])
+    texts = sorted(n.get_content() for n in store.get_nodes(node_ids=["a", "b"]))
+    assert texts == ["alpha v1", "beta v1"]
 
 
 def test_vector_store_collections_other_calls_and_async(mem: MemOS) -> None:
