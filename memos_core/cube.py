@@ -35,15 +35,13 @@ from .errors import ConflictError, InvalidInputError, PermissionDeniedError
 from .ports import Embedder, ListItems, MemoryStore, PutItems, PutRecords
 from .schema import MemoryItem, SourceRef, utcnow
 
-__all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "RECORD_NAMESPACES", "SEP", "MemCube"]
+__all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "SEP", "MemCube"]
 
 CUBE_FORMAT = "memos-cube"
 CUBE_FORMAT_VERSION = 1
 #: Separator between the parts of a record key (ids cannot contain control characters).
 SEP = "\x1f"
 CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user", "doc", "working"
-#: Record namespaces keyed ``<cube_id><SEP>...`` (or by the cube id itself, for ``cube``).
-RECORD_NAMESPACES = (CUBES, GRANTS, DOCS, WORKING)
 _PAGE = 1000
 
 

@@ -22,19 +22,9 @@ _ALL = 2**62  # a transcript is read whole
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = [
-        p if isinstance(p, str) else str(p.get("text", "")) for p in content if isinstance(p, (str, dict))
-    ]
-    return "\n".join(p for p in parts if p)
-
-
 def _turn(message: BaseMessage) -> dict[str, Any]:
     """A LangChain message as a MemOS message (role, text, and its name and id if any)."""
-    turn: dict[str, Any] = {"role": _ROLES.get(message.type, "user"), "content": _text(message)}
+    turn: dict[str, Any] = {"role": _ROLES.get(message.type, "user"), "content": message.text}
     if message.name:
         turn["name"] = message.name
     if message.id:
@@ -97,7 +87,7 @@ class MemosChatMessageHistory(BaseChatMessageHistory):
         # MemOS validates first: a message it refuses (too long, a bad id) is not kept in the
         # transcript either, so a retry does not duplicate it.
         if self.remember:
-            turns = [_turn(m) for m in messages if m.type in _ROLES and _text(m).strip()]
+            turns = [_turn(m) for m in messages if m.type in _ROLES and m.text.strip()]
             if turns:
                 self.memos.add_message(
                     turns, user_id=self.user_id, conversation_id=self.conversation_id, agent_id=self.agent_id

@@ -39,15 +39,6 @@ def _thread_of(config: RunnableConfig | None) -> str | None:
     return str(thread) if thread is not None else None
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "\n".join(
-        p if isinstance(p, str) else str(p.get("text", "")) for p in content if isinstance(p, (str, dict))
-    )
-
-
 def recall_memories_node(
     memos: MemOS,
     *,
@@ -64,7 +55,7 @@ def recall_memories_node(
 
     def recall(state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
         messages: Sequence[BaseMessage] = state.get(messages_key) or []
-        query = next((_text(m) for m in reversed(messages) if m.type == "human" and _text(m).strip()), "")
+        query = next((m.text for m in reversed(messages) if m.type == "human" and m.text.strip()), "")
         if not query:
             return {output_key: []}
         hits = memos.search_memory(
@@ -93,7 +84,7 @@ def remember_turn_node(
             return {}
         turn = []
         for m in messages[start:]:
-            text = _text(m).strip()
+            text = m.text.strip()
             if m.type in _ROLES and text:
                 entry: dict[str, Any] = {"role": _ROLES[m.type], "content": text}
                 if m.type == "human" and name:
