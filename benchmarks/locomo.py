@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,6 +44,76 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def session_messages(conv: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """A conversation's turns as ``add_message`` messages, per session number, in order."""
+    sessions: dict[int, list[dict[str, Any]]] = {}
+    for t in conv["turns"]:
+        text = t["text"] + (f" [shares {t['caption']}]" if t.get("caption") else "")
+        sessions.setdefault(t["session"], []).append(
+            {"role": "user", "name": t["speaker"], "content": text, "id": t["dia_id"],
+             "chat_time": t["session_time"]}
+        )  # fmt: skip
+    return sessions
+
+
+def questions(conv: dict[str, Any], scorer: ModuleType) -> list[dict[str, Any]]:
+    """The scored questions of a conversation (categories 1-4 with evidence)."""
+    return [qa for qa in conv["qas"] if qa["category"] in scorer.EVAL_CATEGORIES and qa["evidence"]]
+
+
+@dataclass
+class Run:
+    rankings: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    ingest_s: float = 0.0
+    fine_s: float = 0.0
+
+
+def run_memos(
+    convs: list[dict[str, Any]],
+    scorer: ModuleType,
+    *,
+    embedder: Any = None,
+    window: tuple[int, int] = (4, 1),
+    depth: int = 50,
+    progress: bool = True,
+) -> Run:
+    """Ingest every conversation through the public API and search every question; rankings
+    are keyed by ``(sample_id, question)`` as ``dia_id`` lists, best first."""
+    from tqdm import tqdm
+
+    from memos_core import MemOS, WindowConfig
+
+    run = Run()
+    with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
+        kwargs: dict[str, Any] = {"scheduler": "inline", "window": WindowConfig(*window)}
+        if embedder is not None:
+            kwargs["embedder"] = embedder
+        with MemOS(Path(tmp) / "data", **kwargs) as mem:
+            mem.embedder.embed(["warm up"])
+            for conv in tqdm(convs, desc="MemOS", disable=not progress):
+                user = conv["sample_id"]
+                sessions = session_messages(conv)
+                t0 = time.perf_counter()
+                for n in sorted(sessions):
+                    mem.add_message(sessions[n], user_id=user, conversation_id=f"{user}/session_{n}")
+                run.ingest_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                mem.run_pending(timeout=3600)
+                run.fine_s += time.perf_counter() - t0
+                for qa in questions(conv, scorer):
+                    t0 = time.perf_counter()
+                    hits = mem.search_memory(
+                        qa["question"], user_id=user, top_k=depth
+                    ).data.memory_detail_list
+                    run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                    ranked = [
+                        s.message_id for h in hits for s in h.sources if s.type == "chat" and s.message_id
+                    ]
+                    run.rankings[(user, qa["question"])] = scorer.dedupe(ranked)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,51 +131,16 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tqdm import tqdm
-
-    from memos_core import MemOS, WindowConfig
     from memos_core.testing import HashEmbedder
 
     scorer = load_scorer(args.scorer or args.data.parent / "score.py")
     convs = scorer.load_locomo(str(args.data))[: args.conversations]
     embedder = HashEmbedder() if args.hash_embedder else None
-    rankings: dict[tuple[str, str], list[str]] = {}
-    ingest_s = fine_s = 0.0
-    latencies: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
-        kwargs: dict[str, Any] = {"scheduler": "inline", "window": WindowConfig(args.window, args.overlap)}
-        if embedder is not None:
-            kwargs["embedder"] = embedder
-        with MemOS(Path(tmp) / "data", **kwargs) as mem:
-            mem.embedder.embed(["warm up"])
-            for conv in tqdm(convs, desc="conversations", disable=args.no_progress):
-                user = conv["sample_id"]
-                sessions: dict[int, list[dict[str, Any]]] = {}
-                for t in conv["turns"]:
-                    text = t["text"] + (f" [shares {t['caption']}]" if t.get("caption") else "")
-                    sessions.setdefault(t["session"], []).append(
-                        {"role": "user", "name": t["speaker"], "content": text, "id": t["dia_id"],
-                         "chat_time": t["session_time"]}
-                    )  # fmt: skip
-                t0 = time.perf_counter()
-                for n in sorted(sessions):
-                    mem.add_message(sessions[n], user_id=user, conversation_id=f"{user}/session_{n}")
-                ingest_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                mem.run_pending(timeout=3600)
-                fine_s += time.perf_counter() - t0
-                for qa in conv["qas"]:
-                    if qa["category"] not in scorer.EVAL_CATEGORIES or not qa["evidence"]:
-                        continue
-                    t0 = time.perf_counter()
-                    hits = mem.search_memory(
-                        qa["question"], user_id=user, top_k=args.depth
-                    ).data.memory_detail_list
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    ranked = [
-                        s.message_id for h in hits for s in h.sources if s.type == "chat" and s.message_id
-                    ]
-                    rankings[(user, qa["question"])] = scorer.dedupe(ranked)
+    run = run_memos(
+        convs, scorer, embedder=embedder, window=(args.window, args.overlap), depth=args.depth,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    rankings, latencies, ingest_s, fine_s = run.rankings, run.latencies_ms, run.ingest_s, run.fine_s
 
     records = scorer.evaluate(
         convs, lambda conv, q: rankings.get((conv["sample_id"], q), []), depth=args.depth
