@@ -48,6 +48,7 @@ bench: $(STAMP)
 # Seconds-long runs in CI so the benchmark scripts never rot.
 bench-smoke: $(STAMP)
 	$(PY) benchmarks/latency.py --memories 200 --adds 10 --queries 10 --no-progress
+	if [ -f ../shared/bench/locomo/locomo_dev.json ]; then $(PY) benchmarks/peers.py --data ../shared/bench/locomo/locomo_dev.json --conversations 1 --sessions 2 --questions 5 --no-progress --out /dev/null; else echo 'peers smoke skipped: no ../shared/bench/locomo'; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
