@@ -16,10 +16,12 @@ Runs the development split of ``../shared/bench/locomo`` through
   threshold=0.0)``.
 
 Each peer stores a turn as ``"Speaker: text"`` (an image's caption appended as in locomo.py).
-Every system is warmed up (model loaded, one untimed search) before anything is timed; only
-the search call is timed. Rankings map back to ``dia_id``s (exact provenance for the peers;
-MemOS's windows expand to their turns) and are scored by the benchmark's ``score.py``
-(``evaluate`` then ``aggregate``) exactly as locomo.py does. A peer that cannot be imported
+Every system is warmed up before anything is timed (MemOS as ``run_memos`` does it, by
+embedding once; each peer loads its model and makes one untimed search); only the search call
+is timed, and the 1-minute load average around each system's run is recorded. Rankings map
+back to ``dia_id``s (exact provenance for the peers; MemOS's windows expand to their turns) and
+are scored by the benchmark's ``score.py`` (``evaluate`` then ``aggregate``) exactly as
+locomo.py does. A peer that cannot be imported
 or run is recorded with the exact error, and the others still run.
 
 During each system's run outbound network connections are refused and counted
@@ -255,6 +257,7 @@ def run_system(
         "memos": lambda: run_memos(convs, scorer, depth=depth, progress=progress),
         "langgraph": lambda: run_langgraph(convs, scorer, depth=depth, progress=progress),
     }
+    load_before = os.getloadavg()[0]
     try:
         with refuse_network(attempts):
             if name == "mem0":
@@ -271,6 +274,8 @@ def run_system(
         }
     if name == "memos":
         extra["fine_stage_seconds"] = round(run.fine_s, 2)
+    # Other work on the machine skews latency: the 1-minute load average before and after.
+    extra["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return {"status": "ok", **score_run(convs, scorer, run, depth), **extra, "notes": notes,
             "network_attempts": attempts}  # fmt: skip
 
