@@ -43,6 +43,7 @@ from .retrieval import RetrievalConfig
 from .scheduler import MemScheduler
 from .schema import (
     AddData,
+    Context,
     Envelope,
     MemoryHit,
     MemoryItem,
@@ -65,6 +66,7 @@ __all__ = [
     "AddData",
     "CachingEmbedder",
     "ConflictError",
+    "Context",
     "CubeNotFoundError",
     "Embedder",
     "EmbeddingError",

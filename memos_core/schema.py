@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "AddData",
     "ContentPart",
+    "Context",
     "Envelope",
     "MemoryHit",
     "MemoryItem",
@@ -215,6 +216,18 @@ class VersionRecord(BaseModel):
     event_time: datetime | None = None
 
 
+class Context(BaseModel):
+    """What was said around a chat memory: neighbouring turns as ``Speaker: text`` lines,
+    nearest last in ``before`` and nearest first in ``after``. Indexed with the memory (its
+    BM25 text and its vector) so a reply like "Coconut milk ice cream!" is found by the
+    question it answered; never part of the memory's own text."""
+
+    model_config = _Frozen
+
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+
+
 class MemoryItem(BaseModel):
     """One memory, whatever its form (DESIGN §3). Immutable; see :meth:`evolve`."""
 
@@ -248,6 +261,8 @@ class MemoryItem(BaseModel):
     #: Set by the store: bumped by every write of the row (content or not). Pass the value
     #: you read as ``PutItems.if_revisions`` to write only if nobody wrote in between.
     revision: int = 0
+    #: The turns said around a chat memory, indexed with it (see :class:`Context`).
+    context: Context | None = None
 
     @field_validator("created_at", "updated_at", "event_time", "last_accessed_at", mode="before")
     @classmethod
@@ -261,6 +276,15 @@ class MemoryItem(BaseModel):
         data = self.model_dump()
         data.update(changes)
         return MemoryItem.model_validate(data)
+
+    def search_text(self) -> str:
+        """The text a store indexes for keyword search: the memory, its key and keywords, and,
+        for a chat memory with context, the memory once more (its own words weigh double)
+        with the turns around it."""
+        parts = [self.memory, self.key or "", " ".join(self.keywords)]
+        if self.context is not None and (self.context.before or self.context.after):
+            parts += [self.memory, *self.context.before, *self.context.after]
+        return "\n".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (times as ISO strings)."""

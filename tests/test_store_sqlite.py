@@ -39,6 +39,37 @@ def test_schema_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file made before items had ``context`` opens, keeps its items and takes new ones."""
+    import sqlite3
+
+    import numpy as np
+
+    from memos_core import Context, MemoryItem
+    from memos_core.ports import PutItems
+
+    store = SqliteStore.from_path(tmp_path)
+    store.setup()
+    old = MemoryItem(cube_id="c", user_id="u", memory="Ana: I keep bees")
+    store.batch([PutItems([old], [np.ones(4, dtype=np.float32) / 2])])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "memos.db")  # turn it back into a version-1 file
+    conn.execute("ALTER TABLE items DROP COLUMN context")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    again = SqliteStore.from_path(tmp_path)
+    again.setup()
+    assert again.get([old.id])[0] == old
+    new = MemoryItem(
+        cube_id="c", user_id="u", memory="Ben: me too", context=Context(before=["Ana: I keep bees"])
+    )
+    again.batch([PutItems([new], [np.ones(4, dtype=np.float32) / 2])])
+    got = again.get([new.id])[0]
+    assert got is not None and got.context == new.context
+    again.close()
+
+
 def test_wal_mode_is_on(tmp_path: Path) -> None:
     store = SqliteStore.from_path(tmp_path)
     store.setup()

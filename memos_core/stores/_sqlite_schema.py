@@ -15,7 +15,7 @@ import numpy as np
 
 from ..schema import MemoryItem, format_time, parse_time
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ITEM_COLUMNS = (
     "id",
@@ -44,6 +44,7 @@ ITEM_COLUMNS = (
     "confidence",
     "embedding_model",
     "revision",
+    "context",
 )
 
 ITEMS_DDL = """
@@ -75,14 +76,18 @@ CREATE TABLE IF NOT EXISTS items (
     confidence REAL NOT NULL DEFAULT 1.0,
     embedding_model TEXT,
     revision INTEGER NOT NULL DEFAULT 1,
-    embedding BLOB
+    embedding BLOB,
+    context TEXT
 );
 CREATE INDEX IF NOT EXISTS items_cube ON items(cube_id, status);
 CREATE INDEX IF NOT EXISTS items_cube_conv ON items(cube_id, conversation_id);
 CREATE INDEX IF NOT EXISTS items_cube_created ON items(cube_id, created_at);
 """
 
-_JSON_COLUMNS = ("tags", "info", "keywords", "sources", "history")
+_JSON_COLUMNS = ("tags", "info", "keywords", "sources", "history", "context")
+
+#: Columns added after version 1, with their DDL: ``setup()`` adds them to older files.
+MIGRATIONS = {2: ["ALTER TABLE items ADD COLUMN context TEXT"]}
 _TIME_COLUMNS = ("created_at", "updated_at", "event_time", "last_accessed_at")
 
 
@@ -109,5 +114,5 @@ def row_to_item(row: Any) -> MemoryItem:
     """Build an item from a row that has (at least) :data:`ITEM_COLUMNS` by name."""
     data = {col: row[col] for col in ITEM_COLUMNS}
     for col in _JSON_COLUMNS:
-        data[col] = json.loads(data[col])
+        data[col] = None if data[col] is None else json.loads(data[col])
     return MemoryItem.model_validate(data)

@@ -52,7 +52,7 @@ from ..ports import (
 )
 from ..schema import MemoryItem, Task, TaskStatus, format_time, parse_time, utcnow
 from ..text import tokenize
-from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, SCHEMA_VERSION, item_to_row, row_to_item
+from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, MIGRATIONS, SCHEMA_VERSION, item_to_row, row_to_item
 
 __all__ = ["SqliteStore"]
 
@@ -120,8 +120,7 @@ _UPSERT = (
 
 
 def _fts_text(item: MemoryItem) -> str:
-    parts = [item.memory, item.key or "", " ".join(item.keywords)]
-    return " ".join(tokenize(" ".join(parts)))
+    return " ".join(tokenize(item.search_text()))
 
 
 def _fts_query(query: str) -> str | None:
@@ -281,10 +280,16 @@ class SqliteStore(MemoryStore):
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
-            elif int(row["value"]) != SCHEMA_VERSION:
+            elif int(row["value"]) > SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.path} has schema version {row['value']}, this code needs {SCHEMA_VERSION}"
+                    f"{self.path} has schema version {row['value']}, newer than this code's "
+                    f"{SCHEMA_VERSION}: upgrade memos-suite"
                 )
+            elif int(row["value"]) < SCHEMA_VERSION:  # older file: add what came since, in order
+                for version in range(int(row["value"]) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(version, []):
+                        conn.execute(statement)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             have = {r["name"] for r in conn.execute("PRAGMA table_info(items)")}
             if missing := [c for c in ITEM_COLUMNS if c not in have]:
                 raise StoreError(
