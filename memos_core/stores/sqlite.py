@@ -7,7 +7,10 @@
   CJK), so Chinese queries match Chinese words.
 - Vectors are float32 blobs in the ``items`` table. Exact cosine search runs with numpy over a
   per-cube matrix held in memory, kept current from the ``changes`` log, so writes made by
-  other processes are seen by the next search.
+  other processes are seen by the next search. Cubes of 20,000 vectors or more (see
+  :class:`AnnConfig`) also get an HNSW index (usearch) that proposes candidates, rescored
+  exactly from the matrix; it changes with the matrix, is saved in ``<path>.ann/`` and is
+  verified when loaded. Filters that let too little through are searched exactly.
 - Durable tasks live in the ``tasks`` table (the :class:`~memos_core.ports.TaskQueue` side).
 
 Example:
@@ -22,6 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -52,13 +56,22 @@ from ..ports import (
 )
 from ..schema import MemoryItem, Task, TaskStatus, format_time, parse_time, utcnow
 from ..text import tokenize
+from ._ann import AnnConfig, AnnIndex, ann_file
 from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, MIGRATIONS, SCHEMA_VERSION, item_to_row, row_to_item
+from ._vectors import CubeVectors
 
-__all__ = ["SqliteStore"]
+__all__ = ["AnnConfig", "SqliteStore"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Below this many vectors an exact search sorts all scores (stable: ties keep row order).
+_FULL_SORT_MAX = 50_000
+#: Rows copied into a new HNSW index per hold of the vector lock.
+_BUILD_CHUNK = 4096
+#: Seconds before a failed index preparation is tried again.
+_ANN_RETRY_S = 300.0
 
 _DDL = (
     ITEMS_DDL
@@ -131,57 +144,8 @@ def _fts_query(query: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in unique)
 
 
-def _in(values: Sequence[str]) -> str:
+def _in(values: Sequence[object]) -> str:
     return ", ".join("?" * len(values))
-
-
-class _CubeVectors:
-    """The vectors of one cube as a dense matrix (rows appended, removed by swap), and the
-    position in the change log this view is current to."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.row: dict[str, int] = {}
-        self.mat = np.zeros((0, 0), dtype=np.float32)
-        self.seen = 0
-
-    @property
-    def dim(self) -> int:
-        return int(self.mat.shape[1])
-
-    def upsert(self, item_id: str, vec: np.ndarray) -> None:
-        if not self.ids and vec.shape[0] != self.dim:
-            self.mat = np.zeros((0, vec.shape[0]), dtype=np.float32)
-        if vec.shape[0] != self.dim:
-            raise StoreError(f"vector of dimension {vec.shape[0]} does not match the cube's {self.dim}")
-        i = self.row.get(item_id)
-        if i is None:
-            i = len(self.ids)
-            if i == self.mat.shape[0]:
-                grown = np.zeros((max(64, 2 * i), self.dim), dtype=np.float32)
-                grown[:i] = self.mat[:i]
-                self.mat = grown
-            self.ids.append(item_id)
-            self.row[item_id] = i
-        self.mat[i] = vec
-
-    def remove(self, item_id: str) -> None:
-        i = self.row.pop(item_id, None)
-        if i is None:
-            return
-        last = len(self.ids) - 1
-        if i != last:
-            moved = self.ids[last]
-            self.ids[i] = moved
-            self.mat[i] = self.mat[last]
-            self.row[moved] = i
-        self.ids.pop()
-
-    def scores(self, vec: np.ndarray) -> np.ndarray:
-        if not self.ids:
-            return np.zeros(0, dtype=np.float32)
-        result: np.ndarray = self.mat[: len(self.ids)] @ vec
-        return result
 
 
 class SqliteStore(MemoryStore):
@@ -192,6 +156,8 @@ class SqliteStore(MemoryStore):
         busy_timeout: seconds a write waits for other writers before ``StoreBusyError``.
         synchronous: SQLite ``synchronous`` pragma; ``FULL`` (default) survives power loss,
             ``NORMAL`` survives a crashed process only.
+        ann: when and how cubes get an HNSW vector index (:class:`AnnConfig`; the default
+            indexes cubes of 20,000 vectors or more, saved in ``<path>.ann/``).
     """
 
     supports_tasks = True
@@ -200,7 +166,14 @@ class SqliteStore(MemoryStore):
     #: Entries of the change log kept for other processes to catch up from.
     CHANGES_KEPT = 100_000
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: str = "FULL",
+        ann: AnnConfig | None = None,
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
@@ -208,7 +181,11 @@ class SqliteStore(MemoryStore):
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._vec_lock = threading.RLock()
-        self._cubes: dict[str, _CubeVectors] = {}
+        self._cubes: dict[str, CubeVectors] = {}
+        self._ann = ann or AnnConfig()
+        self._ann_dir = self.path.with_name(self.path.name + ".ann")
+        self._builders: list[threading.Thread] = []
+        self._closing = threading.Event()
 
     @classmethod
     def from_path(cls, folder: str | Path, **kwargs: Any) -> SqliteStore:
@@ -300,11 +277,24 @@ class SqliteStore(MemoryStore):
         self._run(create, write=True)
 
     def close(self) -> None:
+        """Stop index builds, save indexes that changed since they were saved, close."""
+        self._closing.set()
+        with self._conns_lock:
+            builders, self._builders = self._builders, []
+        for thread in builders:
+            thread.join(timeout=60)
+        if self._ann.persist:
+            with self._vec_lock:
+                for cube_id, cube in self._cubes.items():
+                    if cube.ann is not None and cube.ann.dirty:
+                        cube.ann.position = cube.seen
+                        self._save_ann(cube.ann, cube_id)
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
             self._conns.clear()
         self._local = threading.local()
+        self._closing.clear()
 
     # ------------------------------------------------------------------ batch
 
@@ -564,7 +554,8 @@ class SqliteStore(MemoryStore):
                 items: list[sqlite3.Row] = []
                 for chunk in _chunks(changed, 500):
                     items += conn.execute(
-                        f"SELECT id, cube_id, status, embedding FROM items WHERE id IN ({_in(chunk)})", chunk
+                        f"SELECT seq, id, cube_id, status, embedding FROM items WHERE id IN ({_in(chunk)})",
+                        chunk,
                     ).fetchall()
                 return rows, items
 
@@ -586,7 +577,7 @@ class SqliteStore(MemoryStore):
                 if cube.ids and vec.shape[0] != cube.dim:
                     del self._cubes[r["cube_id"]]  # re-embedded into another space: reload
                     continue
-                cube.upsert(row["id"], vec)
+                cube.upsert(row["id"], int(row["seq"]), vec)
             if rows:
                 last = rows[-1]["seq"]
                 for cube in self._cubes.values():
@@ -607,70 +598,312 @@ class SqliteStore(MemoryStore):
                 (str(upto),),
             )
 
-    def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> _CubeVectors:
+    def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> CubeVectors:
         """The cube's vectors as of ``conn``'s snapshot, remembering that snapshot's position
         in the change log so later catch-ups replay everything after it."""
         with self._vec_lock:
             cube = self._cubes.get(cube_id)
             if cube is not None:
                 return cube
-            cube = _CubeVectors()
+            cube = CubeVectors()
             cube.seen = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            rows = conn.execute(
-                "SELECT id, embedding FROM items WHERE cube_id = ? AND status != 'deleted' "
-                "AND embedding IS NOT NULL ORDER BY seq",
-                (cube_id,),
-            )
-            for r in rows:
-                cube.upsert(r["id"], np.frombuffer(r["embedding"], dtype=np.float32))
+            where = "cube_id = ? AND status != 'deleted' AND embedding IS NOT NULL"
+            n = conn.execute(f"SELECT COUNT(*) FROM items WHERE {where}", (cube_id,)).fetchone()[0]
+            if n:
+                # Read in chunks straight into one preallocated matrix: a million rows stay
+                # one copy of the vectors, not a million small arrays.
+                sql = f"SELECT seq, id, embedding FROM items WHERE {where} ORDER BY seq"
+                cur = conn.execute(sql, (cube_id,))
+                cur.row_factory = None  # plain tuples: faster
+                seqs = np.empty(n, dtype=np.int64)
+                ids: list[str] = []
+                mat: np.ndarray | None = None
+                while rows := cur.fetchmany(8192):
+                    blobs = [r[2] for r in rows]
+                    if mat is None:
+                        mat = np.empty((n, len(blobs[0]) // 4), dtype=np.float32)
+                    if any(len(b) != 4 * mat.shape[1] for b in blobs):
+                        raise StoreError(f"cube {cube_id!r} holds vectors of different dimensions")
+                    lo = len(ids)
+                    mat[lo : lo + len(rows)] = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(
+                        len(rows), mat.shape[1]
+                    )
+                    seqs[lo : lo + len(rows)] = [r[0] for r in rows]
+                    ids += [r[1] for r in rows]
+                assert mat is not None and len(ids) == n
+                cube.load(seqs, ids, mat)
             self._cubes[cube_id] = cube
             return cube
 
     def _vector_search(self, conn: sqlite3.Connection, op: VectorSearch) -> list[ScoredId]:
+        """Exact cosine over the cubes' matrices, or HNSW candidates rescored exactly for the
+        cubes that have an index. A filter is checked on a growing head of the ranking; when
+        it lets too little through (a selective filter), it is evaluated once and the items it
+        allows are searched exactly, so the index never costs a hit that exact search finds."""
         vec = np.asarray(op.vector, dtype=np.float32)
         with self._vec_lock:
-            ids: list[str] = []
-            parts: list[np.ndarray] = []
+            cubes: list[CubeVectors] = []
             for cube_id in dict.fromkeys(op.cube_ids):
                 cube = self._load_cube(conn, cube_id)
                 if cube.ids:
                     self._check_space(conn, cube_id, int(vec.shape[0]), op.model_id)
-                parts.append(cube.scores(vec))
-                ids += cube.ids
+                    self._maybe_prepare(cube_id, cube, conn)
+                cubes.append(cube)
+            total = sum(len(c) for c in cubes)
+            indexed = any(c.ann is not None for c in cubes)
+            ranking = _Ranking(cubes, vec, indexed=indexed)
+        if not total:
+            return []
+        cfg = self._ann
+        passed: dict[int, bool] = {}
+        size = max(op.limit * cfg.oversample, cfg.min_candidates) if indexed else max(op.limit * 8, 64)
+        while True:
+            with self._vec_lock:
+                head = ranking.head(size)
+            if op.where is None:
+                if len(head) >= min(op.limit, total):
+                    return [ScoredId(s, i) for s, i, _ in head[: op.limit]]
+                return self._exact_allowed(conn, op, cubes, vec, None)  # the index came up short
+            todo = [seq for _, _, seq in head if seq not in passed]
+            if todo:
+                passed.update(dict.fromkeys(todo, False))
+                passed.update(dict.fromkeys(self._passing(conn, op, todo), True))
+            hits = [ScoredId(s, i) for s, i, seq in head if passed[seq]]
+            if len(hits) >= op.limit or (not indexed and len(head) >= total):
+                return hits[: op.limit]
+            # Not enough yet. Exact ranking: once a quarter of it was checked, the filter is
+            # selective. Index: when the share that passed so far says more than
+            # max_candidates would be needed; else ask for about as many as it says.
+            if not indexed:
+                if size >= total // 4:
+                    return self._exact_allowed(conn, op, cubes, vec, op.where)
+                size *= 4
+                continue
+            cap = min(cfg.max_candidates, total)
+            needed = 1.5 * op.limit * len(head) / len(hits) if hits else float("inf")
+            if size >= cap or needed > cap:
+                return self._exact_allowed(conn, op, cubes, vec, op.where)
+            size = min(max(2 * size, int(needed)), cap)
+
+    def _passing(self, conn: sqlite3.Connection, op: VectorSearch, seqs: list[int]) -> set[int]:
+        """Which of ``seqs`` are in the op's cubes and match its filter (primary-key lookups)."""
+        sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
+        out: set[int] = set()
+        for part in _chunks(seqs, 500):
+            out |= {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT items.seq FROM items WHERE items.seq IN ({_in(part)}) AND {sql}",
+                    [*part, *params],
+                )
+            }
+        return out
+
+    def _exact_allowed(
+        self,
+        conn: sqlite3.Connection,
+        op: VectorSearch,
+        cubes: list[CubeVectors],
+        vec: np.ndarray,
+        where: F.Node | None,
+    ) -> list[ScoredId]:
+        """Exact search among the items ``where`` allows (evaluated once over the cubes)."""
+        allowed: np.ndarray | None = None
+        if where is not None:
+            sql, params = self._scope_sql(op.cube_ids, None, where)
+            found = [r[0] for r in conn.execute(f"SELECT items.seq FROM items WHERE {sql}", params)]
+            allowed = np.asarray(found, dtype=np.int64)
+        with self._vec_lock:
+            ids: list[str] = []
+            parts: list[np.ndarray] = []
+            for cube in cubes:
+                n = len(cube)
+                if not n:
+                    continue
+                if allowed is None:
+                    rows = np.arange(n)
+                elif len(allowed) < n // 8:
+                    rows = np.sort(cube.rows_of(allowed))
+                else:
+                    rows = np.flatnonzero(np.isin(cube.seqs[:n], allowed))
+                parts.append(cube.mat[rows] @ vec if len(rows) < n else cube.scores(vec))
+                ids += [cube.ids[r] for r in rows.tolist()]
         if not ids:
             return []
         scores = np.concatenate(parts)
-        order = np.argsort(-scores, kind="stable")
-        if op.where is None:
-            return [ScoredId(float(scores[i]), ids[i]) for i in order[: op.limit]]
-        # Post-filter the ranking in growing windows (ids looked up by key); once a quarter
-        # of the ranking has been checked without enough hits, the filter is selective:
-        # evaluate it once over the cubes instead.
-        sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
-        hits: list[ScoredId] = []
-        start, chunk = 0, max(op.limit * 8, 64)
-        while start < len(order) and len(hits) < op.limit:
-            if start >= len(order) // 4:
-                full_sql, full_params = self._scope_sql(op.cube_ids, None, op.where)
-                allowed = {
-                    r[0] for r in conn.execute(f"SELECT items.id FROM items WHERE {full_sql}", full_params)
-                }
-                hits = [ScoredId(float(scores[i]), ids[i]) for i in order if ids[i] in allowed]
-                return hits[: op.limit]
-            window = order[start : start + chunk]
-            passed: set[str] = set()
-            for part in _chunks([ids[i] for i in window], 500):
-                passed |= {
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT items.id FROM items WHERE items.id IN ({_in(part)}) AND {sql}",
-                        [*part, *params],
-                    )
-                }
-            hits += [ScoredId(float(scores[i]), ids[i]) for i in window if ids[i] in passed]
-            start += chunk
-            chunk *= 4
-        return hits[: op.limit]
+        order = _top(scores, op.limit)
+        return [ScoredId(float(scores[i]), ids[i]) for i in order]
+
+    # ------------------------------------------------------------------ vector index (HNSW)
+
+    def _maybe_prepare(self, cube_id: str, cube: CubeVectors, conn: sqlite3.Connection | None) -> None:
+        """Start loading or building the cube's HNSW index once it reaches the threshold: in
+        a background thread (searches stay exact until it is attached) or right here."""
+        cfg = self._ann
+        if cfg.threshold is None or cube.ann is not None or cube.preparing or len(cube) < cfg.threshold:
+            return
+        if cube.ann_failed_at is not None and time.monotonic() - cube.ann_failed_at < _ANN_RETRY_S:
+            return
+        cube.preparing = True
+        if not cfg.background:
+            self._prepare_ann(cube_id, cube, conn=conn, threads=cfg.build_threads)
+            return
+        thread = threading.Thread(
+            target=self._prepare_ann, args=(cube_id, cube), kwargs={"threads": 1}, daemon=True,
+            name=f"memos-ann-{cube_id}",
+        )  # fmt: skip
+        with self._conns_lock:
+            self._builders = [t for t in self._builders if t.is_alive()] + [thread]
+        thread.start()
+
+    def _prepare_ann(
+        self, cube_id: str, cube: CubeVectors, *, conn: sqlite3.Connection | None = None, threads: int = 0
+    ) -> str:
+        """Load the cube's saved index (brought forward and verified) or build one, and attach
+        it. Returns how: ``"loaded"``, ``"built"``, or ``"cancelled"`` (store closing, cube
+        dropped). Failures are logged and leave the cube on exact search."""
+        try:
+            how = self._load_or_build(cube_id, cube, conn, threads)
+        except Exception:
+            log.exception("vector index of cube %r could not be prepared; searching it exactly", cube_id)
+            cube.ann_failed_at = time.monotonic()
+            how = "failed"
+        finally:
+            with self._vec_lock:
+                cube.preparing = False
+                cube.journal = None
+        return how
+
+    def _load_or_build(
+        self, cube_id: str, cube: CubeVectors, conn: sqlite3.Connection | None, threads: int
+    ) -> str:
+        cfg = self._ann
+        with self._vec_lock:
+            cube.journal = set()  # rows changed from here on are replayed onto the new index
+            start, dim = cube.seen, cube.dim
+        path = ann_file(self._ann_dir, cube_id)
+        ann: AnnIndex | None = None
+        changed: set[str] = set()
+        if cfg.persist:
+            try:
+                ann = AnnIndex.load(path, cfg, cube_id=cube_id, dim=dim)
+            except Exception as exc:
+                log.warning("vector index file %s is damaged (%s); rebuilding it", path, exc)
+            if ann is not None:
+                since = self._changed_since(conn, cube_id, ann.position, start)
+                if since is None:
+                    log.info("vector index of cube %r predates the change log; rebuilding it", cube_id)
+                    ann = None
+                else:
+                    changed = since
+        how = "loaded" if ann is not None else "built"
+        if ann is None:
+            ann = self._build_ann(cube_id, cube, dim, threads)
+            if ann is None:
+                return "cancelled"
+            ann.position = start
+            if cfg.persist:
+                self._save_ann(ann, cube_id)  # before attaching: nobody else touches it yet
+        with self._vec_lock:
+            if self._cubes.get(cube_id) is not cube:
+                return "cancelled"
+            assert cube.journal is not None
+            keys = cube.journal | {int(cube.seqs[r]) for i in changed if (r := cube.row.get(i)) is not None}
+            cube.replay(ann, keys)
+            if not cube.reconcile(ann, max_fix=max(1000, len(cube) // 10)) or not _agrees(cube, ann):
+                if how == "built":
+                    raise StoreError("a freshly built vector index disagrees with the vectors")
+                log.warning("vector index of cube %r is stale or damaged; rebuilding it", cube_id)
+                how = "rebuild"
+            else:
+                ann.position = cube.seen
+                cube.ann = ann
+        if how == "rebuild":
+            self._ann_dir.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            return self._load_or_build(cube_id, cube, conn, threads)
+        return how
+
+    def _build_ann(self, cube_id: str, cube: CubeVectors, dim: int, threads: int) -> AnnIndex | None:
+        """A new index of the cube's rows, copied a chunk at a time under the lock (rows that
+        change after their chunk was copied are in the journal)."""
+        ann = AnnIndex(dim, self._ann)
+        lo = 0
+        while True:
+            if self._closing.is_set():
+                return None
+            with self._vec_lock:
+                if self._cubes.get(cube_id) is not cube:
+                    return None
+                hi = min(len(cube), lo + _BUILD_CHUNK)
+                if lo >= hi:
+                    return ann
+                keys, vecs = cube.seqs[lo:hi].copy(), cube.mat[lo:hi].copy()
+            ann.add_many(keys, vecs, threads=threads)
+            lo = hi
+
+    def _changed_since(
+        self, conn: sqlite3.Connection | None, cube_id: str, since: int, upto: int
+    ) -> set[str] | None:
+        """Ids of the cube changed in ``(since, upto]`` of the log; None if it was pruned."""
+        if since > upto:
+            return None  # saved from a newer view than ours: cannot be brought back
+
+        def read(c: sqlite3.Connection) -> set[str] | None:
+            pruned = c.execute("SELECT value FROM meta WHERE key = 'changes_pruned_upto'").fetchone()
+            if pruned is not None and int(pruned[0]) > since:
+                return None
+            rows = c.execute(
+                "SELECT DISTINCT item_id FROM changes WHERE seq > ? AND seq <= ? AND cube_id = ?",
+                (since, upto, cube_id),
+            )
+            return {r[0] for r in rows}
+
+        return read(conn) if conn is not None else self._run(read, write=False)
+
+    def _save_ann(self, ann: AnnIndex, cube_id: str) -> None:
+        try:
+            ann.save(ann_file(self._ann_dir, cube_id), cube_id=cube_id, model=None)
+        except OSError as exc:
+            log.warning("could not save the vector index of cube %r: %s", cube_id, exc)
+
+    def warm(self, cube_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Load the vectors of ``cube_ids`` and load or build their HNSW indexes now, in this
+        thread, instead of in the first searches (a server at start-up, a benchmark).
+
+        Returns per cube: ``vectors``, ``load_s`` (reading the vectors), ``index``
+        (``"exact"`` below the threshold, ``"ready"``, ``"loaded"``, ``"built"``) and ``index_s``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for cube_id in dict.fromkeys(cube_ids):
+            self._catch_up()
+            t0 = time.perf_counter()
+            cube = self._run(lambda c, cid=cube_id: self._load_cube(c, cid), write=False)  # type: ignore[misc]
+            t1 = time.perf_counter()
+            how = "exact"
+            cfg = self._ann
+            if cube.ann is not None:
+                how = "ready"
+            elif cfg.threshold is not None and len(cube) >= cfg.threshold:
+                with self._conns_lock:
+                    building = [t for t in self._builders if t.name == f"memos-ann-{cube_id}"]
+                for thread in building:
+                    thread.join()
+                with self._vec_lock:
+                    mine = cube.ann is None and not cube.preparing
+                    if mine:
+                        cube.preparing = True
+                if mine:
+                    how = self._prepare_ann(cube_id, cube, threads=cfg.build_threads)
+                else:
+                    how = "ready" if cube.ann is not None else "failed"
+            out[cube_id] = {
+                "vectors": len(cube),
+                "load_s": round(t1 - t0, 3),
+                "index": how,
+                "index_s": round(time.perf_counter() - t1, 3),
+            }
+        return out
 
     # ------------------------------------------------------------------ embedding cache
 
@@ -823,7 +1056,8 @@ class SqliteStore(MemoryStore):
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> dict[str, Any]:
-        """Counts per cube and status, tasks per status, and the file size."""
+        """Counts per cube and status, tasks per status, the file size, and how each cube
+        loaded in this process is searched (``vector_index``: exact or HNSW)."""
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             cubes: dict[str, dict[str, int]] = {}
@@ -838,6 +1072,14 @@ class SqliteStore(MemoryStore):
             return {"cubes": cubes, "tasks": tasks}
 
         out = self._run(read, write=False)
+        with self._vec_lock:
+            out["vector_index"] = {
+                cube_id: {
+                    "vectors": len(cube),
+                    "index": "hnsw" if cube.ann is not None else "building" if cube.preparing else "exact",
+                }
+                for cube_id, cube in self._cubes.items()
+            }
         out["file_bytes"] = sum(
             p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file()
         )
@@ -865,6 +1107,76 @@ def _task(row: sqlite3.Row) -> Task:
     )
 
 
-def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+def _chunks(values: list[T], size: int) -> Iterable[list[T]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best scores, best first; ties keep position order."""
+    n = len(scores)
+    if k >= n or n <= _FULL_SORT_MAX:
+        return np.argsort(-scores, kind="stable")[:k]
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def _agrees(cube: CubeVectors, ann: AnnIndex, samples: int = 64) -> bool:
+    """The index holds as many vectors as the cube, and a random sample of them points the
+    same way as the matrix rows (cosine >= 0.99: the index may hold them quantised)."""
+    n = len(cube)
+    if len(ann) != n:
+        return False
+    if not n:
+        return True
+    rows = np.random.default_rng().choice(n, size=min(samples, n), replace=False)
+    got, want = ann.vectors(cube.seqs[rows]), cube.mat[rows]
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+    cos = np.einsum("ij,ij->i", got, want) / np.where(norms > 0, norms, 1.0)
+    return bool(np.all((cos >= 0.99) | (norms == 0)))
+
+
+class _Ranking:
+    """Best-first ``(score, id, seq)`` over some cubes: exact over every row of a cube, or
+    HNSW candidates rescored exactly for the cubes that have an index. Read under the
+    store's vector lock."""
+
+    def __init__(self, cubes: list[CubeVectors], vec: np.ndarray, *, indexed: bool) -> None:
+        self.cubes = [c for c in cubes if len(c)]
+        self.vec = vec
+        self.indexed = indexed
+        self._scores: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+        self._ordered = 0
+
+    def head(self, size: int) -> list[tuple[float, str, int]]:
+        return self._approximate(size) if self.indexed else self._exact(size)
+
+    def _exact(self, size: int) -> list[tuple[float, str, int]]:
+        if self._scores is None:
+            self._scores = np.concatenate([c.scores(self.vec) for c in self.cubes]) if self.cubes else None
+        if self._scores is None:
+            return []
+        if self._order is None or self._ordered < min(size, len(self._scores)):
+            self._order = _top(self._scores, size)
+            self._ordered = len(self._order)
+        offsets = np.cumsum([0] + [len(c) for c in self.cubes])
+        which = np.searchsorted(offsets, self._order[:size], side="right") - 1
+        out = []
+        for pos, c in zip(self._order[:size].tolist(), which.tolist(), strict=True):
+            cube, row = self.cubes[c], pos - int(offsets[c])
+            out.append((float(self._scores[pos]), cube.ids[row], int(cube.seqs[row])))
+        return out
+
+    def _approximate(self, size: int) -> list[tuple[float, str, int]]:
+        found: list[tuple[float, str, int]] = []
+        for cube in self.cubes:
+            if cube.ann is not None:
+                rows = cube.rows_of(cube.ann.search(self.vec, size))
+            else:
+                rows = _top(cube.scores(self.vec), size)
+            scores = cube.mat[rows] @ self.vec
+            pairs = zip(scores.tolist(), rows.tolist(), strict=True)
+            found += [(float(s), cube.ids[r], int(cube.seqs[r])) for s, r in pairs]
+        found.sort(key=lambda f: -f[0])
+        return found[:size]
