@@ -21,13 +21,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
+from itertools import combinations
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +69,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Rows of FTS5 matches a text search scores exactly (bm25() costs ~2.5 µs a row plus a
+#: walk over every match of each word to count it); a query whose words match more is bounded.
+TEXT_BUDGET = 4000
+#: Common words of a query that its AND tiers are built from (the rarest of them).
+_TIER_WORDS = 4
 #: Below this many vectors an exact search sorts all scores (stable: ties keep row order).
 _FULL_SORT_MAX = 50_000
 #: Rows copied into a new HNSW index per hold of the vector lock.
@@ -136,12 +144,98 @@ def _fts_text(item: MemoryItem) -> str:
     return " ".join(tokenize(item.search_text()))
 
 
-def _fts_query(query: str) -> str | None:
-    terms = tokenize(query, drop_stopwords=True) or tokenize(query)
-    if not terms:
-        return None
-    unique = dict.fromkeys(t.replace('"', '""') for t in terms)
-    return " OR ".join(f'"{t}"' for t in unique)
+def _query_terms(query: str) -> list[str]:
+    """The words of a text query (stopwords dropped unless that leaves none), once each."""
+    return list(dict.fromkeys(tokenize(query, drop_stopwords=True) or tokenize(query)))
+
+
+def _phrase(term: str) -> str:
+    """``term`` as an FTS5 string: query syntax in user text is never interpreted."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _count_upto(conn: sqlite3.Connection, term: str, cap: int) -> int:
+    """How many rows hold ``term``, counted up to ``cap`` (cost bounded by ``cap``)."""
+    sql = "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)"
+    return int(conn.execute(sql, (_phrase(term), cap)).fetchone()[0])
+
+
+def _bounded_candidates(
+    conn: sqlite3.Connection, terms: list[str], df: dict[str, int], *, want: int
+) -> list[tuple[int, float]]:
+    """Ranked ``(rowid, score)`` text candidates for a query with common words, at a cost
+    that does not grow with the table.
+
+    FTS5's ``bm25()`` first walks every match of every word of the query (to count them for
+    the IDF), then scores each match (~2.5 µs a row): at a million rows, four words that each
+    appear in a tenth of them cost half a second. So the words are split, rarest first, into
+    *rare* ones whose matches together fit :data:`TEXT_BUDGET` and *common* ones (the idea of
+    Elasticsearch's ``common`` terms query):
+
+    - every match of a rare word is a candidate, scored by ``bm25()`` over the rare words
+      (exact), plus, for each common word it also holds, that word's IDF (the BM25 weight of
+      one occurrence in a document of average length);
+    - documents that hold only common words come from AND queries over the (up to four
+      rarest) common words: all of them first, then fewer; newest first, ``want`` each (FTS5
+      walks these from the newest row and stops at the limit). Each is scored by the IDFs of
+      the words it was found with. Smaller word sets are tried only while ``want`` candidates
+      do not already outscore anything they could find.
+
+    So: exact BM25 for the rare words, BM25 with one occurrence per word and no length
+    normalisation for the common ones, and an older document that holds only common words
+    is left out once enough newer ones hold as many or more of them.
+    """
+    first, last = conn.execute(  # two lookups at the ends (MIN and MAX together would scan)
+        "SELECT (SELECT rowid FROM items_fts ORDER BY rowid LIMIT 1), "
+        "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
+    ).fetchone()
+    rows = max(last - first + 1, 1)  # rows in the table, counting gaps left by erased rows
+    rare: list[str] = []
+    common: list[str] = []
+    used = 0
+    for t in sorted(terms, key=lambda t: df[t]):
+        if used + df[t] <= TEXT_BUDGET:
+            rare.append(t)
+            used += df[t]
+        else:
+            common.append(t)
+    idf: dict[str, float] = {}
+    for t in common:
+        count = float(df[t])
+        if df[t] > TEXT_BUDGET:  # only bounded: estimate from how far back its matches reach
+            row = conn.execute(
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                (_phrase(t), TEXT_BUDGET),
+            ).fetchone()
+            count = (TEXT_BUDGET + 1) * rows / max(last - row[0] + 1, 1) if row else count
+        idf[t] = max(math.log((rows - count + 0.5) / (count + 0.5)), 1e-6)  # FTS5's IDF
+    scores: dict[int, float] = {}
+    if rare:
+        match = " OR ".join(map(_phrase, rare))
+        for rowid, bm25 in conn.execute(
+            "SELECT rowid, bm25(items_fts) FROM items_fts WHERE items_fts MATCH ?", (match,)
+        ):
+            scores[rowid] = -bm25
+        for t in common:
+            for (rowid,) in conn.execute(
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{_phrase(t)} AND ({match})",)
+            ):
+                scores[rowid] += idf[t]
+    tiers = sorted(common, key=lambda t: -idf[t])[:_TIER_WORDS]
+    for k in range(len(tiers), 0, -1):
+        for words in sorted(combinations(tiers, k), key=lambda ws: -sum(idf[w] for w in ws)):
+            value = sum(idf[w] for w in words)
+            for (rowid,) in conn.execute(
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+                (" AND ".join(map(_phrase, words)), want),
+            ):
+                if scores.get(rowid, -1.0) < value:
+                    scores[rowid] = value
+        best_below = sum(sorted((idf[t] for t in tiers), reverse=True)[: k - 1])
+        head = heapq.nlargest(want, scores.values())
+        if len(head) >= want and head[-1] >= best_below:
+            break
+    return sorted(scores.items(), key=lambda kv: (-kv[1], -kv[0]))
 
 
 def _in(values: Sequence[object]) -> str:
@@ -492,15 +586,40 @@ class SqliteStore(MemoryStore):
         return [row_to_item(r) for r in rows], int(total)
 
     def _text_search(self, conn: sqlite3.Connection, op: TextSearch) -> list[ScoredId]:
-        match = _fts_query(op.query)
-        if match is None:
+        """BM25 through FTS5: exact while the query's words match few enough rows that
+        scoring every match is cheap, else bounded (see :func:`_bounded_candidates`)."""
+        terms = _query_terms(op.query)
+        if not terms:
             return []
+        df = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
+        if sum(df.values()) <= TEXT_BUDGET:
+            return self._text_exact(conn, op, terms)
+        ranked = _bounded_candidates(conn, terms, df, want=2 * op.limit)
+        sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
+        hits: list[ScoredId] = []
+        for part in _chunks(ranked, 500):
+            found = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    f"SELECT items.seq, items.id FROM items WHERE items.seq IN ({_in(part)}) "
+                    f"AND items.status != 'deleted' AND {sql}",
+                    [seq for seq, _ in part] + params,
+                )
+            }
+            hits += [ScoredId(score, found[seq]) for seq, score in part if seq in found]
+            if len(hits) >= op.limit:
+                return hits[: op.limit]
+        # The filter let too few candidates through (a small scope in a large table): exact,
+        # however long it takes, rather than fewer hits than exact search would find.
+        return self._text_exact(conn, op, terms)
+
+    def _text_exact(self, conn: sqlite3.Connection, op: TextSearch, terms: list[str]) -> list[ScoredId]:
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
         rows = conn.execute(
             "SELECT items.id AS id, bm25(items_fts) AS rank FROM items_fts "
             "JOIN items ON items.seq = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND items.status != 'deleted' AND {sql} ORDER BY rank LIMIT ?",
-            [match, *params, op.limit],
+            [" OR ".join(map(_phrase, terms)), *params, op.limit],
         ).fetchall()
         return [ScoredId(-float(r["rank"]), r["id"]) for r in rows]
 

@@ -1,0 +1,90 @@
+"""The SQLite store's text leg when a query's words are common: bounded BM25 (rare words
+exact, common words by IDF through AND tiers, newest first) instead of scoring every match.
+
+The budget is lowered so a few dozen rows count as "many"; when a test fails, look at
+``_bounded_candidates`` and the filter/fallback loop in ``SqliteStore._text_search``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memos_core import MemoryItem, SqliteStore
+from memos_core.filters import parse_filter
+from memos_core.stores import sqlite as sqlite_store
+
+from .store_conformance import T0
+
+CUBE = "cube-a"
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteStore]:
+    monkeypatch.setattr(sqlite_store, "TEXT_BUDGET", 20)
+    s = SqliteStore.from_path(tmp_path)
+    s.setup()
+    yield s
+    s.close()
+
+
+def put(store: SqliteStore, texts: list[str], **kw: str) -> list[MemoryItem]:
+    made = [MemoryItem(cube_id=CUBE, memory=t, created_at=T0, updated_at=T0, **kw) for t in texts]  # type: ignore[arg-type]
+    store.put(made)
+    return made
+
+
+def test_small_queries_stay_exact(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the budget nothing changes: the bounded path is never entered."""
+    put(store, ["kites fly high", "a red kite", "tea at noon"])
+    monkeypatch.setattr(sqlite_store, "_bounded_candidates", None)  # would fail if called
+    assert [h.id for h in store.search_text([CUBE], "kite")]
+
+
+def test_rare_word_wins_and_common_words_rank_the_rest(store: SqliteStore) -> None:
+    """A document with the query's rare word comes first; among documents with common words
+    only, those holding more of them come before those holding fewer."""
+    filler = put(store, [f"garden walk number {i}" for i in range(60)])
+    both = put(store, ["garden party and a long walk"])[0]
+    rare = put(store, ["zeppelin over the garden"])[0]
+    put(store, [f"the walk to work {i}" for i in range(30)])
+    hits = store.search_text([CUBE], "zeppelin garden walk", limit=10)
+    assert hits[0].id == rare.id
+    assert len(hits) == 10
+    assert {h.id for h in hits[1:]} <= {both.id} | {f.id for f in filler}  # hold both common words
+    assert hits[0].score > hits[1].score
+
+
+def test_common_only_query_returns_newest_full_matches(store: SqliteStore) -> None:
+    """With common words only, documents holding all of them come first, newest first."""
+    old = put(store, [f"apple banana note {i}" for i in range(40)])
+    put(store, [f"apple only {i}" for i in range(40)])
+    hits = store.search_text([CUBE], "apple banana", limit=5)
+    assert [h.id for h in hits] == [i.id for i in reversed(old[-5:])]
+
+
+def test_filters_apply_and_a_selective_one_falls_back_to_exact(store: SqliteStore) -> None:
+    """Candidates pass the scope and filter; when too few do, the exact query runs, so the
+    hit count equals exact search's."""
+    put(store, [f"apple banana {i}" for i in range(50)], conversation_id="busy")
+    rare = put(store, ["apple banana cherry"], conversation_id="quiet")
+    put(store, ["apple pie"], conversation_id="quiet")
+    quiet = parse_filter({"conversation_id": "quiet"})
+    hits = store.search_text([CUBE], "apple banana", quiet, limit=10)
+    assert hits[0].id == rare[0].id and len(hits) == 2
+    assert all(
+        h.id != rare[0].id
+        for h in store.search_text(
+            [CUBE], "apple banana", parse_filter({"conversation_id": "busy"}), limit=60
+        )
+    )
+    store.delete([CUBE], ids=[rare[0].id])
+    assert rare[0].id not in [h.id for h in store.search_text([CUBE], "apple banana", limit=100)]
+
+
+def test_query_syntax_is_never_interpreted(store: SqliteStore) -> None:
+    """Quotes and operators in user text stay words on the bounded path too."""
+    put(store, [f'he said "NEAR" AND OR {i}' for i in range(40)])
+    assert store.search_text([CUBE], 'said "NEAR" AND OR (', limit=5)
