@@ -8,6 +8,8 @@ candidate/fallback loop in ``SqliteStore._vector_search``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -324,3 +326,27 @@ def test_index_vectors_that_disagree_with_the_database_are_rebuilt(
     assert again.warm([CUBE])[CUBE]["index"] == "built"
     in_step(again)
     again.close()
+
+
+@pytest.mark.slow
+def test_index_then_onnx_embedder_in_one_process(tmp_path: Path) -> None:
+    """A process that builds an index before its first embedding must not crash: usearch's
+    extension loaded before onnxruntime's segfaults on import (the store loads onnxruntime
+    first). Runs in a subprocess, so a crash is a failed test, not a dead test run."""
+    code = (
+        "import numpy as np, sys\n"
+        "from memos_core import SqliteStore, SentenceTransformerEmbedder\n"
+        "from memos_core.stores.sqlite import AnnConfig\n"
+        "from tests.test_ann import fill\n"
+        "s = SqliteStore.from_path(sys.argv[1], ann=AnnConfig(threshold=10, background=False))\n"
+        "s.setup()\n"
+        "fill(s, 50, np.random.default_rng(1))\n"
+        "assert s.warm(['cube-a'])['cube-a']['index'] == 'built'\n"
+        "print(SentenceTransformerEmbedder().embed(['after the index']).shape)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(1, 384)" in proc.stdout

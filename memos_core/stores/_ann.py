@@ -15,6 +15,7 @@ against the matrix (same keys, sampled vectors equal); anything else means a reb
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -43,6 +44,9 @@ class AnnConfig:
             float32, recall measured in docs/BENCHMARKS.md), ``"f16"`` or ``"f32"``. Candidates
             are rescored from the exact float32 matrix either way.
         connectivity / expansion_add / expansion_search: HNSW's M, efConstruction, efSearch.
+            On 100k MiniLM vectors of template chat (docs/BENCHMARKS.md), M=16 left the graph
+            poorly navigable (recall@10 0.44, searches returning fewer candidates than asked);
+            M=32 gave 0.975-0.996 at about the same build time.
         oversample: the index is asked for ``oversample * limit`` candidates (at least
             ``min_candidates``), which then pass the filter and are rescored exactly.
         max_candidates: past this many candidates without enough hits passing the filter, the
@@ -55,9 +59,9 @@ class AnnConfig:
 
     threshold: int | None = 20_000
     dtype: Literal["i8", "f16", "f32"] = "i8"
-    connectivity: int = 16
-    expansion_add: int = 64
-    expansion_search: int = 64
+    connectivity: int = 32
+    expansion_add: int = 128
+    expansion_search: int = 128
     oversample: int = 4
     min_candidates: int = 64
     max_candidates: int = 4096
@@ -67,7 +71,17 @@ class AnnConfig:
 
 
 def _usearch() -> Any:
-    from usearch.index import Index  # imported on first use: most stores never need it
+    """usearch's ``Index``, imported on first use (most stores never need it).
+
+    usearch's extension carries its own static copy of libstdc++: once it is loaded, importing
+    onnxruntime (the embedder's runtime) crashes the process in ``std::codecvt`` (usearch
+    2.26.6, onnxruntime 1.32). Loaded the other way round, both work, so onnxruntime goes
+    first where it is installed.
+    """
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime  # noqa: F401
+
+    from usearch.index import Index
 
     return Index
 
