@@ -71,7 +71,7 @@ T = TypeVar("T")
 
 #: Rows of FTS5 matches a text search scores exactly (bm25() costs ~2.5 µs a row plus a
 #: walk over every match of each word to count it); a query whose words match more is bounded.
-TEXT_BUDGET = 4000
+TEXT_BUDGET = 2000
 #: Common words of a query that its AND tiers are built from (the rarest of them).
 _TIER_WORDS = 4
 #: Below this many vectors an exact search sorts all scores (stable: ties keep row order).
@@ -154,14 +154,19 @@ def _phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def _count_upto(conn: sqlite3.Connection, term: str, cap: int) -> int:
-    """How many rows hold ``term``, counted up to ``cap`` (cost bounded by ``cap``)."""
-    sql = "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)"
-    return int(conn.execute(sql, (_phrase(term), cap)).fetchone()[0])
+def _count_upto(conn: sqlite3.Connection, term: str, cap: int) -> tuple[int, int | None]:
+    """How many rows hold ``term``, counted up to ``cap`` (cost bounded by ``cap``), and the
+    oldest rowid among the newest ``cap`` of them."""
+    sql = (
+        "SELECT COUNT(*), MIN(r) FROM (SELECT rowid AS r FROM items_fts WHERE items_fts MATCH ? "
+        "ORDER BY rowid DESC LIMIT ?)"
+    )
+    count, oldest = conn.execute(sql, (_phrase(term), cap)).fetchone()
+    return int(count), oldest
 
 
 def _bounded_candidates(
-    conn: sqlite3.Connection, terms: list[str], df: dict[str, int], *, want: int
+    conn: sqlite3.Connection, terms: list[str], counted: dict[str, tuple[int, int | None]], *, want: int
 ) -> list[tuple[int, float]]:
     """Ranked ``(rowid, score)`` text candidates for a query with common words, at a cost
     that does not grow with the table.
@@ -190,6 +195,7 @@ def _bounded_candidates(
         "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
     ).fetchone()
     rows = max(last - first + 1, 1)  # rows in the table, counting gaps left by erased rows
+    df = {t: n for t, (n, _) in counted.items()}
     rare: list[str] = []
     common: list[str] = []
     used = 0
@@ -201,13 +207,9 @@ def _bounded_candidates(
             common.append(t)
     idf: dict[str, float] = {}
     for t in common:
-        count = float(df[t])
-        if df[t] > TEXT_BUDGET:  # only bounded: estimate from how far back its matches reach
-            row = conn.execute(
-                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-                (_phrase(t), TEXT_BUDGET),
-            ).fetchone()
-            count = (TEXT_BUDGET + 1) * rows / max(last - row[0] + 1, 1) if row else count
+        count, oldest = float(df[t]), counted[t][1]
+        if df[t] > TEXT_BUDGET and oldest is not None:  # only bounded: estimate from how far
+            count = df[t] * rows / max(last - oldest + 1, 1)  # back its newest matches reach
         idf[t] = max(math.log((rows - count + 0.5) / (count + 0.5)), 1e-6)  # FTS5's IDF
     scores: dict[int, float] = {}
     if rare:
@@ -235,7 +237,7 @@ def _bounded_candidates(
         head = heapq.nlargest(want, scores.values())
         if len(head) >= want and head[-1] >= best_below:
             break
-    return sorted(scores.items(), key=lambda kv: (-kv[1], -kv[0]))
+    return heapq.nlargest(max(8 * want, 1000), scores.items(), key=lambda kv: (kv[1], kv[0]))
 
 
 def _in(values: Sequence[object]) -> str:
@@ -591,10 +593,10 @@ class SqliteStore(MemoryStore):
         terms = _query_terms(op.query)
         if not terms:
             return []
-        df = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
-        if sum(df.values()) <= TEXT_BUDGET:
+        counted = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
+        if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms)
-        ranked = _bounded_candidates(conn, terms, df, want=2 * op.limit)
+        ranked = _bounded_candidates(conn, terms, counted, want=2 * op.limit)
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         for part in _chunks(ranked, 500):
@@ -783,11 +785,16 @@ class SqliteStore(MemoryStore):
                 if len(head) >= min(op.limit, total):
                     return [ScoredId(s, i) for s, i, _ in head[: op.limit]]
                 return self._exact_allowed(conn, op, cubes, vec, None)  # the index came up short
-            todo = [seq for _, _, seq in head if seq not in passed]
-            if todo:
-                passed.update(dict.fromkeys(todo, False))
-                passed.update(dict.fromkeys(self._passing(conn, op, todo), True))
-            hits = [ScoredId(s, i) for s, i, seq in head if passed[seq]]
+            # Check the head in order, a chunk at a time, only as far as needed.
+            hits: list[ScoredId] = []
+            checked, step = 0, max(op.limit + op.limit // 2, 32)
+            while checked < len(head) and len(hits) < op.limit:
+                chunk = head[checked : checked + step]
+                if todo := [seq for _, _, seq in chunk if seq not in passed]:
+                    passed.update(dict.fromkeys(todo, False))
+                    passed.update(dict.fromkeys(self._passing(conn, op, todo), True))
+                hits += [ScoredId(s, i) for s, i, seq in chunk if passed[seq]]
+                checked += len(chunk)
             if len(hits) >= op.limit or (not indexed and len(head) >= total):
                 return hits[: op.limit]
             # Not enough yet. Exact ranking: once a quarter of it was checked, the filter is
@@ -799,7 +806,7 @@ class SqliteStore(MemoryStore):
                 size *= 4
                 continue
             cap = min(cfg.max_candidates, total)
-            needed = 1.5 * op.limit * len(head) / len(hits) if hits else float("inf")
+            needed = 1.5 * op.limit * checked / len(hits) if hits else float("inf")
             if size >= cap or needed > cap:
                 return self._exact_allowed(conn, op, cubes, vec, op.where)
             size = min(max(2 * size, int(needed)), cap)
