@@ -59,6 +59,7 @@ def main() -> None:
 
     rng = random.Random(7)
     embedder = SentenceTransformerEmbedder()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         mem = MemOS(tmp, embedder=embedder, scheduler="off")
         cube = user_cube_id("bench")
@@ -105,6 +106,9 @@ def main() -> None:
         "search_ms_p95": round(pct(search_ms, 95), 2),
         "adds": args.adds,
         "queries": args.queries,
+        "embedder": f"{embedder.model_id} on {embedder.backend}",
+        # Other work on the machine skews latency: the 1-minute load average before and after.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "date": datetime.now(timezone.utc).date().isoformat(),
     }

@@ -211,6 +211,7 @@ class AnnIndex:
         if index is None or int(index.ndim) != dim or len(index) != header["count"]:
             raise ValueError("index file does not match its trailer")
         index.expansion_search = config.expansion_search
+        index.expansion_add = config.expansion_add  # not part of the file
         ann = cls(dim, config, index=index)
         ann.position = int(header["position"])
         return ann
