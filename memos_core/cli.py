@@ -46,7 +46,7 @@ def _print_hits(hits: Sequence[MemoryHit], *, as_json: bool) -> None:
         print(
             f"       why: bm25 rank {int(d['bm25_rank']) or '-'} ({d['bm25']:.3g}), "
             f"vector rank {int(d['vector_rank']) or '-'} (cos {d['vector']:.2f}), "
-            f"rrf {d['rrf']:.3f}, recency +{d['recency']:.3f}, usage +{d['usage']:.3f}"
+            f"fused {d['fused']:.3f}, recency +{d['recency']:.3f}, usage +{d['usage']:.3f}"
             + (f", fact +{d['fact']:.3f}" if d.get("fact") else "")
             + (f", working +{d['working']:.3f}" if d.get("working") else "")
         )

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .errors import ConflictError, InvalidInputError, PermissionDeniedError
 from .ports import Embedder, ListItems, MemoryStore, PutItems, PutRecords
+from .reader import item_vectors
 from .schema import MemoryItem, SourceRef, utcnow
 
 __all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "SEP", "MemCube"]
@@ -282,7 +283,7 @@ class MemCube:
                 vectors: list[np.ndarray | None] = []
                 for start in range(0, len(items), batch_size):
                     part = items[start : start + batch_size]
-                    vectors += list(embedder.embed([i.memory for i in part]))
+                    vectors += list(item_vectors(embedder, part))
                     bar.update(len(part))
                 bar.close()
                 moved = [i.evolve(embedding_model=embedder.model_id) for i in items]

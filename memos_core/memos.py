@@ -46,8 +46,11 @@ from .ports import DeleteItems, Embedder, EnqueueTask, MemoryStore, Op, PutItems
 from .reader import (
     Limits,
     WindowConfig,
+    context_lines,
+    extend_context,
     fast_items,
     image_items,
+    item_vectors,
     llm_facts,
     refine,
     rule_facts,
@@ -235,10 +238,13 @@ class MemOS:
             info=info_dict,
             embedding_model=self.embedder.model_id,
         )
-        items = fast_items(msgs, window=self.window, **scope)
+        previous = self._previous_turns(user_id, target, conversation_id)
+        items = fast_items(
+            msgs, window=self.window, previous=[x for i in previous for x in context_lines(i)], **scope
+        )
         images = image_items(msgs, **scope)
         items += [item for item, _ in images]
-        vectors = self.embedder.embed([i.memory for i in items])
+        vectors = item_vectors(self.embedder, items)
         ids = [i.id for i in items]
         now = utcnow()
         task = Task(
@@ -250,6 +256,8 @@ class MemOS:
             memory_ids=ids,
         )
         payload: dict[str, Any] = {"memory_ids": ids}
+        if previous:  # the fine stage adds these turns to the context of the ones before
+            payload["previous"] = [i.id for i in previous]
         if images:
             payload["images"] = {item.id: url for item, url in images}
         ops: list[Op] = [PutItems(items, list(vectors)), EnqueueTask(task, payload)]
@@ -313,6 +321,24 @@ class MemOS:
         self.store.batch([PutItems([item], [self.embedder.embed([memory])[0]], [0])])
         return Envelope(data=item)
 
+    def _previous_turns(self, user_id: str, cube_id: str, conversation_id: str | None) -> list[MemoryItem]:
+        """The conversation's latest chat turns in ``cube_id`` (oldest first), at most
+        ``window.context``: the context before this add's first turns."""
+        if conversation_id is None or self.window.context == 0:
+            return []
+        ws = self.store.get_record(WORKING, f"{user_cube_id(user_id)}{_SEP}{conversation_id}")
+        recent = list((ws or {}).get("recent", []))[: 4 * self.window.context]  # newest first
+        found = [
+            i
+            for i in (self.store.get(recent) if recent else [])
+            if i is not None
+            and i.cube_id == cube_id
+            and i.conversation_id == conversation_id
+            and i.status == MemoryStatus.ACTIVATED.value
+            and any(s.type == "chat" for s in i.sources)
+        ]
+        return found[: self.window.context][::-1]
+
     def _write_target(self, user_id: str, cube_id: str | None) -> str:
         """The cube a write of ``user_id`` goes to (its own by default), checked writable."""
         target = user_cube_id(user_id) if cube_id is None else str(_check_id("cube_id", cube_id))
@@ -337,21 +363,60 @@ class MemOS:
                 refined[idx], vectors[idx] = self._read_image(item, images[item.id])
             elif item.status == MemoryStatus.ACTIVATED.value:
                 drafts += self._facts_of(item)
+        extended = self._extend_previous(payload.get("previous", []), refined, vectors)
         first = PutItems(refined, vectors, write.if_revisions)
         facts, _report = plan_facts(self.store, self.embedder, drafts, exclude=[i.id for i in refined])
-        return [first, facts]
+        return [first, facts, *extended]
+
+    def _extend_previous(
+        self, previous_ids: Sequence[str], refined: list[MemoryItem], vectors: list[Any]
+    ) -> list[Op]:
+        """The turns before an add, with its turns appended to their ``after`` context and
+        re-embedded (a reply is found by what it answered, a question by its answer). A turn
+        this task already writes (a duplicate merged into it) is extended in that write, in
+        place, so one item is never written twice in a batch."""
+        if not previous_ids:
+            return []
+        mine = {item.id: n for n, item in enumerate(refined)}
+        earlier = [
+            refined[mine[i.id]] if i.id in mine else i
+            for i in self.store.get(previous_ids)
+            if i is not None and i.status == MemoryStatus.ACTIVATED.value
+        ]
+        before = {e.id for e in earlier}
+        later = [i for i in refined if i.id not in before and any(s.type == "chat" for s in i.sources)]
+        changed = extend_context(earlier, later, self.window.context)
+        if not changed:
+            return []
+        new_vectors = item_vectors(self.embedder, changed)
+        read = {i.id: i.revision for i in earlier}
+        alone: list[tuple[MemoryItem, Any, int]] = []
+        for item, vec in zip(changed, new_vectors, strict=True):
+            if item.id in mine:  # already in this task's write: replace it there
+                refined[mine[item.id]], vectors[mine[item.id]] = item, vec
+            else:
+                alone.append((item, vec, read[item.id]))
+        if not alone:
+            return []
+        return [PutItems([a[0] for a in alone], [a[1] for a in alone], [a[2] for a in alone])]
 
     def _facts_of(self, item: MemoryItem) -> list[FactDraft]:
+        """The LLM's facts, completed by the rules' on slots it did not fill: the rules are
+        narrow and precise ("I live in Paris" is a residence), a small model misses some."""
+        rules = rule_facts(item)
         if self.llm is not None:
             try:
                 found = llm_facts(self.llm, item, attempts=self.llm_attempts)
                 if found:
-                    return found
+                    filled = {slot[0] for f in found if (slot := slot_of(f.text)) is not None}
+                    return found + [
+                        r for r in rules if (s := slot_of(r.text)) is not None and s[0] not in filled
+                    ]
             except LLMError as exc:  # bad JSON after retries, or unreachable: use the rules
                 log.warning("LLM fact extraction failed for %s, using the rules: %s", item.id, exc)
             except Exception:  # a user's adapter may fail in its own way; the rules still run
                 log.exception("LLM fact extraction crashed for %s, using the rules", item.id)
-        return rule_facts(item)
+        return rules
 
     def _read_image(self, item: MemoryItem, url: str) -> tuple[MemoryItem, Any]:
         """OCR (and a caption, with a vision LLM) for an image memory; a failure to read the
@@ -919,8 +984,6 @@ class MemOS:
             )
         tag_list = self._check_tags(tags) if tags is not None else None
         info_dict = self._check_info(info) if info is not None else None
-        vector = self.embedder.embed([memory])[0] if memory is not None else None
-
         for attempt in Retrying(
             retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
         ):
@@ -934,8 +997,9 @@ class MemOS:
                     memory=memory,
                     tags=tag_list,
                     info=info_dict,
-                    embedding_model=self.embedder.model_id if vector is not None else None,
+                    embedding_model=self.embedder.model_id if memory is not None else None,
                 )
+                vector = item_vectors(self.embedder, [new])[0] if memory is not None else None
                 self.store.batch([PutItems([new], [vector], [old.revision])])
         return Envelope(data=new)
 
@@ -955,7 +1019,7 @@ class MemOS:
                 if old.status == MemoryStatus.DELETED.value:
                     raise InvalidInputError(f"memory {memory_id!r} is deleted")
                 new = rollback(old, version)
-                vector = self.embedder.embed([new.memory])[0]
+                vector = item_vectors(self.embedder, [new])[0]
                 new = new.evolve(status=MemoryStatus.ACTIVATED.value, embedding_model=self.embedder.model_id)
                 self.store.batch([PutItems([new], [vector], [old.revision])])
         return Envelope(data=new)

@@ -1,6 +1,6 @@
-"""Hybrid retrieval: BM25 and vector legs under one scope and filter, fused with reciprocal
-rank fusion, adjusted by recency and usage, then de-duplicated (MMR). Every hit explains its
-score in ``score_details``.
+"""Hybrid retrieval: BM25 and vector legs under one scope and filter, fused (by default on
+standardised scores, see :class:`RetrievalConfig`), adjusted by recency and usage, then
+de-duplicated (MMR). Every hit explains its score in ``score_details``.
 """
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 
+from .errors import InvalidInputError
 from .filters import Node, evaluate
 from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
 from .schema import MemoryHit, MemoryItem, utcnow
-from .text import content_of, lexical_overlap
+from .text import content_of, lexical_overlap, tokenize
 
 __all__ = ["RetrievalConfig", "hybrid_search"]
 
@@ -28,7 +30,13 @@ class RetrievalConfig:
         candidates: results taken from each leg before fusion (at least ``top_k``).
         fused_head: how many fused results (at least ``3 * top_k``) are loaded and re-scored
             with recency, usage and de-duplication.
-        rrf_k: the constant of reciprocal rank fusion, ``1 / (rrf_k + rank)``.
+        fusion: ``"zscore"`` standardises each leg's scores over its candidates (a memory a
+            leg did not return counts as that leg's last candidate; a vector score is computed
+            exactly for it), adds them with the weights and maps the sum into (0, 1) with the
+            logistic function; ``"rrf"`` is reciprocal rank
+            fusion, ``1 / (rrf_k + rank)``. On LoCoMo z-score fusion finds more (turn R@10
+            0.744 vs 0.647 with the same legs), because it keeps how far ahead a hit is.
+        rrf_k: the constant of reciprocal rank fusion.
         bm25_weight / vector_weight: weight of each leg in the fusion.
         recency_weight: bonus for recent events, decaying with ``recency_half_life_days``.
         usage_weight: bonus for often-read memories (log of the access count).
@@ -38,12 +46,16 @@ class RetrievalConfig:
         fact_weight: bonus for refined facts (``mode="fine"`` items derived from a memory):
             one clean sentence beats the raw window it was read from on a tie.
         working_weight: bonus for memories in the conversation's working set.
+        speaker_weight: bonus for chat memories said by someone the query names ("What did
+            Caroline research?" prefers what Caroline said over what was said to her). On
+            LoCoMo it lifts turn R@10 from 0.781 to 0.80 (docs/BENCHMARKS.md).
     """
 
-    candidates: int = 50
+    candidates: int = 100
     fused_head: int = 30
+    fusion: Literal["zscore", "rrf"] = "zscore"
     rrf_k: int = 60
-    bm25_weight: float = 1.0
+    bm25_weight: float = 2.0
     vector_weight: float = 1.0
     recency_weight: float = 0.02
     recency_half_life_days: float = 30.0
@@ -53,10 +65,59 @@ class RetrievalConfig:
     mmr_lambda: float = 1.0
     fact_weight: float = 0.03
     working_weight: float = 0.02
+    speaker_weight: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("zscore", "rrf"):
+            raise InvalidInputError(f"fusion must be 'zscore' or 'rrf', not {self.fusion!r}")
+        if self.bm25_weight < 0 or self.vector_weight < 0 or self.bm25_weight + self.vector_weight <= 0:
+            raise InvalidInputError("bm25_weight and vector_weight must be >= 0, and not both 0")
 
 
 def _ranks(hits: Sequence[ScoredId]) -> dict[str, tuple[int, float]]:
     return {h.id: (rank, h.score) for rank, h in enumerate(hits, start=1)}
+
+
+@dataclass(frozen=True)
+class _Standard:
+    """A leg's score standardised over its candidates: ``(score - mean) / std``, and the
+    value of the leg's last candidate for memories it did not return."""
+
+    mean: float
+    std: float
+    floor: float
+
+    @classmethod
+    def of(cls, hits: Sequence[ScoredId]) -> _Standard:
+        if not hits:
+            return cls(0.0, 1.0, 0.0)
+        scores = np.array([h.score for h in hits], dtype=np.float64)
+        std = float(scores.std())
+        if std <= 1e-12:  # one candidate, or all tied: present beats absent by one unit
+            return cls(float(scores[0]) - 1.0, 1.0, 0.0)
+        mean = float(scores.mean())
+        return cls(mean, std, (float(scores.min()) - mean) / std)
+
+    def z(self, score: float | None) -> float:
+        return self.floor if score is None else (score - self.mean) / self.std
+
+
+def _query_words(query: str) -> frozenset[str]:
+    """The query's words, possessives also without their ``'s`` ("Caroline's" names Caroline)."""
+    words = tokenize(query)
+    return frozenset(words + [w.split("'")[0] for w in words if "'" in w])
+
+
+def _said_by(item: MemoryItem, words: frozenset[str]) -> bool:
+    """Whether a chat source of ``item`` was said by someone ``words`` name: the speaker's
+    whole name, or their first name. Roles ("user", "assistant") are not names: "where does
+    the user live?" must not prefer raw turns over the facts read from them."""
+    for source in item.sources:
+        if source.type == "chat" and (speaker := source.name):
+            name = tokenize(speaker)
+            if name and (name[0] in words or all(part in words for part in name)):
+                return True
+    return False
 
 
 def hybrid_search(
@@ -81,24 +142,34 @@ def hybrid_search(
         [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n, embedder.model_id)]
     )
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
+    b_std, v_std = _Standard.of(text_hits), _Standard.of(vec_hits)
+    weights = cfg.bm25_weight + cfg.vector_weight
+    best_rrf = weights / (cfg.rrf_k + 1)
 
-    def rrf_of(item_id: str) -> float:
-        b_rank, v_rank = bm25.get(item_id, (0, 0.0))[0], vec.get(item_id, (0, 0.0))[0]
-        return (cfg.bm25_weight / (cfg.rrf_k + b_rank) if b_rank else 0.0) + (
-            cfg.vector_weight / (cfg.rrf_k + v_rank) if v_rank else 0.0
-        )
+    def fused_of(item_id: str, v_exact: float | None = None) -> float:
+        b_rank, b_score = bm25.get(item_id, (0, 0.0))
+        v_rank, v_score = vec.get(item_id, (0, 0.0))
+        if cfg.fusion == "rrf":
+            return (
+                (cfg.bm25_weight / (cfg.rrf_k + b_rank) if b_rank else 0.0)
+                + (cfg.vector_weight / (cfg.rrf_k + v_rank) if v_rank else 0.0)
+            ) / best_rrf
+        b = b_std.z(b_score if b_rank else None)
+        v = v_std.z(v_score if v_rank else v_exact)
+        # The logistic keeps scores in (0, 1) like RRF's, so the nudges below keep their scale.
+        return 1.0 / (1.0 + math.exp(-(cfg.bm25_weight * b + cfg.vector_weight * v) / weights))
 
     # Fuse first, then load only the head: recency and usage are small nudges that reorder
     # near-ties, so loading every candidate of both legs would be wasted work.
     fused = sorted(
-        dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]), key=lambda i: -rrf_of(i)
+        dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]), key=lambda i: -fused_of(i)
     )
     ids = fused[: max(3 * top_k, cfg.fused_head)]
     if not ids:
         return []
     items = {i.id: i for i in store.get(ids) if i is not None}
     vectors = store.get_embeddings(ids)
-    best_rrf = (cfg.bm25_weight + cfg.vector_weight) / (cfg.rrf_k + 1)
+    named = _query_words(query) if cfg.speaker_weight else frozenset()
 
     scored: list[tuple[float, MemoryItem, dict[str, float]]] = []
     for item_id in ids:
@@ -109,7 +180,7 @@ def hybrid_search(
         v_rank, v_score = vec.get(item_id, (0, 0.0))
         if v_rank == 0 and item_id in vectors:
             v_score = float(vectors[item_id] @ qvec)
-        rrf = rrf_of(item_id)
+        relevance = fused_of(item_id, v_score if v_rank == 0 and item_id in vectors else None)
         when = item.event_time or item.created_at
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
@@ -118,23 +189,26 @@ def hybrid_search(
             cfg.fact_weight if item.mode == "fine" and any(s.type == "memory" for s in item.sources) else 0.0
         )
         working = (boosts or {}).get(item_id, 0.0)
+        speaker = cfg.speaker_weight if named and _said_by(item, named) else 0.0
         final = (
-            rrf / best_rrf
+            relevance
             + cfg.recency_weight * recency
             + cfg.usage_weight * min(usage, 1.0)
             + fact
             + working
+            + speaker
         )
         details = {
             "bm25": round(b_score, 6),
             "bm25_rank": float(b_rank),
             "vector": round(v_score, 6),
             "vector_rank": float(v_rank),
-            "rrf": round(rrf / best_rrf, 6),
+            "fused": round(relevance, 6),
             "recency": round(cfg.recency_weight * recency, 6),
             "usage": round(cfg.usage_weight * min(usage, 1.0), 6),
             "fact": fact,
             "working": round(working, 6),
+            "speaker": speaker,
         }
         scored.append((final, item, details))
     scored.sort(key=lambda s: -s[0])

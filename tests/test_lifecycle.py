@@ -28,6 +28,7 @@ from memos_core import (
     MemOS,
     NotFoundError,
     PermissionDeniedError,
+    WindowConfig,
 )
 from memos_core.documents import read_document
 from memos_core.schema import MemoryItem, MemoryStatus
@@ -454,7 +455,12 @@ def test_working_set_forgets_what_was_unshared(fast_mem: MemOS) -> None:
 
 @pytest.fixture
 def small_ws(tmp_path: Path) -> Iterator[MemOS]:
-    m = MemOS(tmp_path / "ws", embedder=HashEmbedder(), scheduler="inline", working_size=4)
+    # Unrelated one-line notes: without turn context, so each note is found by its own words
+    # and the test watches the working set, not context at work.
+    m = MemOS(
+        tmp_path / "ws", embedder=HashEmbedder(), scheduler="inline", working_size=4,
+        window=WindowConfig(context=0),
+    )  # fmt: skip
     yield m
     m.close()
 

@@ -295,9 +295,9 @@ def refine_and_check(mem: MemOS, llm: LLM) -> list[MemoryItem]:
     assert mem.get_task_status(r.data.task_id).data[0].status == TaskStatus.COMPLETED
     fast_ids = r.data.memory_ids
     assert fast_ids
-    for fid in fast_ids:  # ids survive the fine stage, now refined
-        item = mem.get_memory(fid).data
-        assert item.mode == "fine" and "I live in Paris" in item.memory
+    turns = [mem.get_memory(fid).data for fid in fast_ids]  # ids survive the fine stage, now refined
+    assert all(item.mode == "fine" for item in turns)
+    assert "I live in Paris" in turns[0].memory and len(turns) == len(CONV)  # one memory a turn
     hits = mem.search_memory("Where does Alice live and work?", user_id="alice", top_k=10).data
     assert set(fast_ids) <= {h.id for h in hits.memory_detail_list}
 
@@ -440,7 +440,7 @@ def test_memos_falls_back_to_the_rules_when_the_model_never_writes_json(
         tmp_path / "data", embedder=real_embedder, scheduler="inline", llm=poet, llm_attempts=2
     ) as mem:
         facts = refine_and_check(mem, poet)
-    assert len(poet.answers) == 2 and all(a.strip() for a in poet.answers)
+    assert len(poet.answers) == 2 * len(CONV) and all(a.strip() for a in poet.answers)  # 2 tries a turn
     for answer in poet.answers:  # it really was unusable
         with pytest.raises(ValueError):
             extract_json(answer)

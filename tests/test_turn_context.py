@@ -1,0 +1,206 @@
+"""One memory per turn, found through the turns around it; z-score fusion; the speaker bonus.
+
+The recipe these tests pin down is the one measured on LoCoMo (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memos_core import Context, InvalidInputError, MemCube, MemoryItem, MemOS, RetrievalConfig, WindowConfig
+from memos_core.reader import (
+    context_lines,
+    extend_context,
+    fast_items,
+    item_vectors,
+    validate_messages,
+    vector_texts,
+)
+from memos_core.testing import HashEmbedder
+
+T0 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+
+
+def turns(*pairs: tuple[str, str]) -> list[dict[str, object]]:
+    return [
+        {"role": "user", "name": who, "content": text, "id": f"m{i}", "chat_time": T0.isoformat()}
+        for i, (who, text) in enumerate(pairs)
+    ]
+
+
+SHOW = turns(
+    ("Joanna", "Your cooking show looked like so much fun to host!"),
+    ("Joanna", "What was your favourite dish from it?"),
+    ("Nate", "Coconut milk ice cream is at the top of my list. Smooth, creamy and dairy-free."),
+    ("Joanna", "Yum. I spent the weekend repainting the garden shed a bright blue."),
+    ("Nate", "Blue sheds are the best. My turtles would love a garden like that."),
+    ("Joanna", "I also started a new screenplay about a lighthouse keeper."),
+)
+
+
+def items_of(messages: list[dict[str, object]], window: WindowConfig, previous: list[str] | None = None):
+    msgs = validate_messages(messages, __import__("memos_core").Limits())
+    return fast_items(
+        msgs, cube_id="c", user_id="u", conversation_id="conv", agent_id=None, app_id=None, tags=[],
+        info={}, embedding_model="m", window=window, previous=previous or [],
+    )  # fmt: skip
+
+
+def test_one_item_per_turn_with_turns_of_context_each_side() -> None:
+    items = items_of(SHOW, WindowConfig(context=2))
+    assert len(items) == len(SHOW)
+    assert [[s.message_id for s in i.sources] for i in items] == [[f"m{n}"] for n in range(len(SHOW))]
+    reply = items[2]
+    assert reply.memory.startswith("Nate (8 May 2023, 13:56): Coconut milk")
+    assert reply.context == Context(
+        before=["Joanna: Your cooking show looked like so much fun to host!",
+                "Joanna: What was your favourite dish from it?"],
+        after=["Joanna: Yum. I spent the weekend repainting the garden shed a bright blue.",
+               "Nate: Blue sheds are the best. My turtles would love a garden like that."],
+    )  # fmt: skip
+    assert items[0].context is not None and items[0].context.before == []
+    assert items[-1].context is not None and items[-1].context.after == []
+
+
+def test_previous_turns_of_the_conversation_come_before_the_first_ones() -> None:
+    items = items_of(SHOW[2:3], WindowConfig(), previous=["Joanna: zero", "Joanna: one", "Joanna: two"])
+    assert items[0].context == Context(before=["Joanna: zero", "Joanna: one", "Joanna: two"], after=[])
+    assert items_of(SHOW[2:3], WindowConfig(context=1), previous=["a: 1", "b: 2"])[0].context == Context(
+        before=["b: 2"]
+    )
+
+
+def test_no_context_and_windows_are_still_possible() -> None:
+    assert all(i.context is None for i in items_of(SHOW, WindowConfig(context=0)))
+    windows = items_of(SHOW, WindowConfig(size=4, overlap=1, context=0))
+    assert [len(i.sources) for i in windows] == [4, 3]
+    with pytest.raises(InvalidInputError):
+        WindowConfig(context=-1)
+
+
+def test_vector_texts_are_the_turn_its_neighbourhood_and_its_answer() -> None:
+    reply = items_of(SHOW, WindowConfig())[2]
+    own = 'Nate said, "Coconut milk ice cream is at the top of my list. Smooth, creamy and dairy-free."'
+    assert vector_texts(reply) == [
+        own,
+        f'Joanna said, "What was your favourite dish from it?"\n{own}\n'
+        'Joanna said, "Yum. I spent the weekend repainting the garden shed a bright blue."',
+        f'{own}\nJoanna said, "Yum. I spent the weekend repainting the garden shed a bright blue."',
+    ]
+    plain = MemoryItem(cube_id="c", memory="a note without context")
+    assert vector_texts(plain) == ["a note without context"]
+
+
+def test_item_vectors_are_the_normalised_sum_of_the_views() -> None:
+    emb = HashEmbedder()
+    reply = items_of(SHOW, WindowConfig())[2]
+    got = item_vectors(emb, [reply])[0]
+    views = emb.embed(vector_texts(reply))
+    want = views.sum(axis=0) / np.linalg.norm(views.sum(axis=0))
+    assert np.allclose(got, want, atol=1e-6) and abs(float(np.linalg.norm(got)) - 1) < 1e-5
+
+
+def test_extend_context_fills_what_follows_without_touching_complete_items() -> None:
+    first = items_of(SHOW[:2], WindowConfig())
+    later = items_of(SHOW[2:4], WindowConfig())
+    changed = extend_context(first, later, 2)
+    assert [c.id for c in changed] == [first[0].id, first[1].id]
+    nate = "Nate: Coconut milk ice cream is at the top of my list. Smooth, creamy and dairy-free."
+    assert changed[0].context is not None and changed[0].context.after == [*context_lines(first[1]), nate]
+    assert changed[1].context is not None and changed[1].context.after == context_lines(
+        later[0]
+    ) + context_lines(later[1])
+    assert extend_context(changed, later, 2) == []  # complete: nothing to write again
+
+
+MOVE = turns(
+    ("Joanna", "Congratulations on the offer! Which city are you moving to for the new job?"),
+    ("Nate", "Lisbon! We sign the lease next week."),
+    ("Joanna", "I spent the weekend repainting the garden shed a bright blue."),
+    ("Nate", "Blue sheds are the best. My turtles would love a garden like that."),
+    ("Joanna", "I also started a new screenplay about a lighthouse keeper."),
+    ("Nate", "A lighthouse keeper! I want to read it when it is done."),
+)
+MOVE_QUERY = "Where is Nate moving for his new job?"
+
+
+def top_message(m: MemOS, query: str) -> str | None:
+    hits = m.search_memory(query, user_id="u1", top_k=3).data.memory_detail_list
+    return hits[0].sources[0].message_id
+
+
+def test_a_reply_is_found_by_the_question_it_answered(tmp_path: Path, real_embedder: object) -> None:
+    """ "Lisbon! We sign the lease next week." shares no word with the query; its context
+    does. Without context the question outranks its answer."""
+    for context, want in ((2, "m1"), (0, "m0")):
+        with MemOS(
+            tmp_path / str(context), embedder=real_embedder, scheduler="inline",  # type: ignore[arg-type]
+            window=WindowConfig(context=context),
+        ) as m:  # fmt: skip
+            m.add_message(MOVE, user_id="u1", conversation_id="c")
+            m.run_pending()
+            assert top_message(m, MOVE_QUERY) == want, context
+
+
+def test_turns_added_one_by_one_get_the_same_context(mem: MemOS) -> None:
+    for msg in MOVE:
+        mem.add_message([msg], user_id="u1", conversation_id="c")
+    mem.run_pending()
+    listed = mem.list_memories(user_id="u1", limit=50).data.items
+    by_message = {i.sources[0].message_id: i for i in listed if i.sources and i.sources[0].type == "chat"}
+    for n, want in enumerate(items_of(MOVE, WindowConfig())):
+        got = by_message[f"m{n}"]
+        assert got.context == want.context, n
+        vec = mem.store.get_embeddings([got.id])[got.id]
+        assert np.allclose(vec, item_vectors(mem.embedder, [got])[0], atol=1e-5)
+    assert top_message(mem, MOVE_QUERY) == "m1"
+
+
+def test_the_speaker_a_query_names_comes_first(fast_mem: MemOS) -> None:
+    fast_mem.add_message(
+        turns(("Ana", "I adopted a grey cat called Pixel"), ("Ben", "I adopted a grey cat called Pixel too")),
+        user_id="u1", conversation_id="c",
+    )  # fmt: skip
+    for who in ("Ana", "Ben"):
+        hits = fast_mem.search_memory(f"Which cat did {who} adopt?", user_id="u1").data.memory_detail_list
+        assert hits[0].sources[0].name == who
+        assert hits[0].score_details["speaker"] == RetrievalConfig().speaker_weight
+        assert hits[1].score_details["speaker"] == 0.0
+
+
+def test_scores_stay_in_zero_one_and_rrf_is_still_offered(tmp_path: Path) -> None:
+    for fusion in ("zscore", "rrf"):
+        with MemOS(
+            tmp_path / fusion, embedder=HashEmbedder(), scheduler="inline",
+            retrieval=RetrievalConfig(fusion=fusion, speaker_weight=0.0),  # type: ignore[arg-type]
+        ) as m:  # fmt: skip
+            m.add_message(SHOW, user_id="u1", conversation_id="show")
+            hits = m.search_memory("garden shed painted blue", user_id="u1", top_k=6).data.memory_detail_list
+            assert hits and all(0.0 < h.score_details["fused"] < 1.0 + 1e-9 for h in hits)
+            assert "shed" in hits[0].memory
+    with pytest.raises(InvalidInputError):
+        RetrievalConfig(fusion="max")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        RetrievalConfig(bm25_weight=0.0, vector_weight=0.0)
+
+
+def test_update_and_reindex_use_the_same_vector_recipe(mem: MemOS, tmp_path: Path) -> None:
+    mem.add_message(SHOW, user_id="u1", conversation_id="show")
+    mem.run_pending()
+    reply = next(
+        i for i in mem.list_memories(user_id="u1", limit=50).data.items if i.sources[0].message_id == "m2"
+    )
+    new = mem.update_memory(reply.id, memory="Nate (8 May 2023, 13:56): Mango sorbet, no contest.").data
+    assert new.context == reply.context
+    assert np.allclose(
+        mem.store.get_embeddings([new.id])[new.id], item_vectors(mem.embedder, [new])[0], atol=1e-5
+    )
+    cube = MemCube(mem.store, reply.cube_id)
+    cube.reindex(mem.embedder)
+    assert np.allclose(
+        mem.store.get_embeddings([new.id])[new.id], item_vectors(mem.embedder, [new])[0], atol=1e-5
+    )
