@@ -1,16 +1,17 @@
 """LoCoMo retrieval through the public API, scored exactly as the benchmark's ``score.py``.
 
-    python benchmarks/locomo.py --data ../shared/bench/locomo/locomo_dev.json [--out results.json]
+    python benchmarks/locomo.py --data ../shared/bench/locomo/locomo_dev.json \
+        [--out summary.json] [--plot docs/img/locomo_dev.png]
 
 The recipe of ``../shared/bench/locomo/README.md``: one user per conversation; every session
 added in order with ``add_message`` (each turn a message with the speaker as its name, the
 ``dia_id`` as its id and the session's date-time as its time; an image's caption is part of
 its text); the fine stage run; every question of categories 1-4 searched with its raw text;
-the ranked memories mapped back to ``dia_id``s through their chat sources (a window expands
-to its turns, in order) and scored by ``score.py`` from the data folder (loaded from there,
-never copied). Reports turn and session Recall@k and NDCG@10 per category, ingest time and
-search p50/p95, and writes the per-question rankings as ``score.py``'s results JSONL when
-``--results`` is given.
+the ranked memories mapped back to ``dia_id``s through their chat sources (a memory of
+several turns expands to them, in order) and scored by ``score.py`` from the data folder
+(loaded from there, never copied). Reports turn and session Recall@k and NDCG@10 per
+category, ingest time and search p50/p95; writes the per-question rankings as ``score.py``'s
+results JSONL with ``--results`` and a bar chart per category with ``--plot``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def run_memos(
     scorer: ModuleType,
     *,
     embedder: Any = None,
-    window: tuple[int, int] = (4, 1),
+    window: tuple[int, int, int] = (1, 0, 2),
     depth: int = 50,
     progress: bool = True,
 ) -> Run:
@@ -114,6 +115,40 @@ def run_memos(
     return run
 
 
+#: The README's single-turn baselines on the development split (turn R@10, categories 1-4).
+BASELINES = {"BM25 over single turns": 0.578, "MiniLM cosine over single turns": 0.552}
+
+
+def plot(table: dict[str, dict[str, float]], path: Path, title: str) -> None:
+    """Turn R@1/5/10 and NDCG@10 per category (and overall) as grouped bars, with the README's
+    baselines for overall R@10 as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["turn_R@1", "turn_R@5", "turn_R@10", "turn_NDCG@10"]
+    groups = list(table)
+    fig, ax = plt.subplots(figsize=(10, 5.4), dpi=110)
+    width = 0.8 / len(metrics)
+    for n, metric in enumerate(metrics):
+        xs = [g + (n - (len(metrics) - 1) / 2) * width for g in range(len(groups))]
+        values = [table[g][metric] for g in groups]
+        bars = ax.bar(xs, values, width, label=metric.replace("turn_", ""))
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=1)
+    for (name, value), style in zip(BASELINES.items(), (":", "--"), strict=True):
+        ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=f"{name}, R@10 {value}")
+    ax.set_xticks(range(len(groups)), [f"{g}\n(n={int(table[g]['n'])})" for g in groups], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("turn level")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,12 +156,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="locomo_dev.json")
     parser.add_argument("--scorer", type=Path, help="score.py (default: next to --data)")
     parser.add_argument("--conversations", type=int, help="only the first N conversations (smoke runs)")
-    parser.add_argument("--window", type=int, default=4, help="turns per fast-stage window")
-    parser.add_argument("--overlap", type=int, default=1)
+    parser.add_argument("--window", type=int, default=1, help="turns per fast-stage memory")
+    parser.add_argument("--overlap", type=int, default=0)
+    parser.add_argument("--context", type=int, default=2, help="turns of context each side")
     parser.add_argument("--depth", type=int, default=50, help="hits per question (score.py reads 50)")
     parser.add_argument("--hash-embedder", action="store_true", help="the test embedder (smoke runs only)")
     parser.add_argument("--results", type=Path, help="write score.py's results JSONL here")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
+    parser.add_argument("--plot", type=Path, help="write a PNG bar chart per category here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -137,7 +174,7 @@ def main() -> None:
     convs = scorer.load_locomo(str(args.data))[: args.conversations]
     embedder = HashEmbedder() if args.hash_embedder else None
     run = run_memos(
-        convs, scorer, embedder=embedder, window=(args.window, args.overlap), depth=args.depth,
+        convs, scorer, embedder=embedder, window=(args.window, args.overlap, args.context), depth=args.depth,
         progress=not args.no_progress,
     )  # fmt: skip
     rankings, latencies, ingest_s, fine_s = run.rankings, run.latencies_ms, run.ingest_s, run.fine_s
@@ -145,7 +182,8 @@ def main() -> None:
     records = scorer.evaluate(
         convs, lambda conv, q: rankings.get((conv["sample_id"], q), []), depth=args.depth
     )
-    table = scorer.print_report(records, f"MemOS (window {args.window}/{args.overlap}) on {args.data.name}")
+    title = f"MemOS (window {args.window}/{args.overlap}, context {args.context}) on {args.data.name}"
+    table = scorer.print_report(records, title)
     turns = sum(len(c["turns"]) for c in convs)
     summary = {
         "data": str(args.data),
@@ -153,7 +191,7 @@ def main() -> None:
         "turns": turns,
         "questions": len(records),
         "embedder": "hash (smoke)" if embedder is not None else "all-MiniLM-L6-v2 (packaged)",
-        "window": [args.window, args.overlap],
+        "window": [args.window, args.overlap, args.context],
         "ingest_seconds": round(ingest_s, 2),
         "ingest_ms_per_turn": round(1000 * ingest_s / max(1, turns), 3),
         "fine_stage_seconds": round(fine_s, 2),
@@ -166,6 +204,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        plot(table, args.plot, f"LoCoMo {args.data.name}: {len(records)} questions, {summary['date']}")
     if args.results:
         with args.results.open("w") as fh:
             for r in records:
