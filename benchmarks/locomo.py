@@ -75,7 +75,7 @@ def run_memos(
     scorer: ModuleType,
     *,
     embedder: Any = None,
-    window: tuple[int, int, int] = (1, 0, 2),
+    window: tuple[int, int, int] = (1, 0, 3),
     depth: int = 50,
     progress: bool = True,
 ) -> Run:
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, help="only the first N conversations (smoke runs)")
     parser.add_argument("--window", type=int, default=1, help="turns per fast-stage memory")
     parser.add_argument("--overlap", type=int, default=0)
-    parser.add_argument("--context", type=int, default=2, help="turns of context each side")
+    parser.add_argument("--context", type=int, default=3, help="turns of context each side")
     parser.add_argument("--depth", type=int, default=50, help="hits per question (score.py reads 50)")
     parser.add_argument("--hash-embedder", action="store_true", help="the test embedder (smoke runs only)")
     parser.add_argument("--results", type=Path, help="write score.py's results JSONL here")
