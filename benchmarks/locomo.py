@@ -78,16 +78,19 @@ def run_memos(
     window: tuple[int, int, int] = (1, 0, 3),
     depth: int = 50,
     progress: bool = True,
+    retrieval: dict[str, Any] | None = None,
 ) -> Run:
     """Ingest every conversation through the public API and search every question; rankings
     are keyed by ``(sample_id, question)`` as ``dia_id`` lists, best first."""
     from tqdm import tqdm
 
-    from memos_core import MemOS, WindowConfig
+    from memos_core import MemOS, RetrievalConfig, WindowConfig
 
     run = Run()
     with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
         kwargs: dict[str, Any] = {"scheduler": "inline", "window": WindowConfig(*window)}
+        if retrieval:
+            kwargs["retrieval"] = RetrievalConfig(**retrieval)
         if embedder is not None:
             kwargs["embedder"] = embedder
         with MemOS(Path(tmp) / "data", **kwargs) as mem:
@@ -121,7 +124,8 @@ BASELINES = {"BM25 over single turns": 0.578, "MiniLM cosine over single turns":
 
 def plot(table: dict[str, dict[str, float]], path: Path, title: str) -> None:
     """Turn R@1/5/10 and NDCG@10 per category (and overall) as grouped bars, with the README's
-    baselines for overall R@10 as dashed lines."""
+    baselines for overall R@10 as dashed lines, in ``path``; and beside it one plot per
+    category (``<stem>_<category>.png``): turn and session recall at 1, 5 and 10."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,6 +151,38 @@ def plot(table: dict[str, dict[str, float]], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+    for group in groups:  # and one small plot per category: recall at k, turns and sessions
+        fig, ax = plt.subplots(figsize=(4.2, 3.2), dpi=110)
+        for level, style in (("turn", "o-"), ("session", "s--")):
+            ks = [1, 5, 10]
+            ax.plot(ks, [table[group][f"{level}_R@{k}"] for k in ks], style, label=f"{level} recall")
+        ax.set_xticks([1, 5, 10])
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("k")
+        ax.set_title(f"{group} (n={int(table[group]['n'])})", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        slug = "".join(c if c.isalnum() else "_" for c in group.split(" (")[0]).strip("_")
+        fig.savefig(path.with_name(f"{path.stem}_{slug}{path.suffix}"))
+        plt.close(fig)
+
+
+def knobs(pairs: list[str]) -> dict[str, Any]:
+    """``["fusion=rrf", "bm25_weight=1"]`` as RetrievalConfig keyword arguments, each value
+    converted to the type of the knob's default."""
+    from dataclasses import fields
+
+    from memos_core import RetrievalConfig
+
+    types = {f.name: type(f.default) for f in fields(RetrievalConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in types or not value:
+            raise SystemExit(f"--retrieval {pair!r}: expected KNOB=VALUE with KNOB one of {sorted(types)}")
+        out[name] = types[name](value)
+    return out
 
 
 def main() -> None:
@@ -164,10 +200,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="write score.py's results JSONL here")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart per category here")
+    parser.add_argument(
+        "--retrieval", action="append", default=[], metavar="KNOB=VALUE",
+        help="a RetrievalConfig knob for ablations, e.g. fusion=rrf or bm25_weight=1 (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    retrieval = knobs(args.retrieval)  # a typo fails before minutes of ingest
     from memos_core.testing import HashEmbedder
 
     scorer = load_scorer(args.scorer or args.data.parent / "score.py")
@@ -175,7 +216,7 @@ def main() -> None:
     embedder = HashEmbedder() if args.hash_embedder else None
     run = run_memos(
         convs, scorer, embedder=embedder, window=(args.window, args.overlap, args.context), depth=args.depth,
-        progress=not args.no_progress,
+        progress=not args.no_progress, retrieval=retrieval,
     )  # fmt: skip
     rankings, latencies, ingest_s, fine_s = run.rankings, run.latencies_ms, run.ingest_s, run.fine_s
 
@@ -192,6 +233,7 @@ def main() -> None:
         "questions": len(records),
         "embedder": "hash (smoke)" if embedder is not None else "all-MiniLM-L6-v2 (packaged)",
         "window": [args.window, args.overlap, args.context],
+        "retrieval": retrieval,
         "ingest_seconds": round(ingest_s, 2),
         "ingest_ms_per_turn": round(1000 * ingest_s / max(1, turns), 3),
         "fine_stage_seconds": round(fine_s, 2),
