@@ -244,7 +244,7 @@ class MemOS:
         )
         images = image_items(msgs, **scope)
         items += [item for item, _ in images]
-        vectors = item_vectors(self.embedder, items)
+        vectors = item_vectors(self.embedder, items, fast=True)  # the fine stage adds the context
         ids = [i.id for i in items]
         now = utcnow()
         task = Task(
@@ -363,6 +363,10 @@ class MemOS:
                 refined[idx], vectors[idx] = self._read_image(item, images[item.id])
             elif item.status == MemoryStatus.ACTIVATED.value:
                 drafts += self._facts_of(item)
+        # The fast stage embedded each turn alone; its vector now gets the turns around it.
+        todo = [n for n, i in enumerate(refined) if i.context is not None and vectors[n] is None]
+        for n, vec in zip(todo, item_vectors(self.embedder, [refined[n] for n in todo]), strict=True):
+            vectors[n] = vec
         extended = self._extend_previous(payload.get("previous", []), refined, vectors)
         first = PutItems(refined, vectors, write.if_revisions)
         facts, _report = plan_facts(self.store, self.embedder, drafts, exclude=[i.id for i in refined])

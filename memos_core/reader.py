@@ -189,9 +189,11 @@ def vector_texts(item: MemoryItem) -> list[str]:
     return list(dict.fromkeys(views))
 
 
-def item_vectors(embedder: Any, items: Sequence[MemoryItem]) -> np.ndarray:
-    """Unit vectors of ``items`` by :func:`vector_texts`, embedded in one batch."""
-    texts = [vector_texts(i) for i in items]
+def item_vectors(embedder: Any, items: Sequence[MemoryItem], *, fast: bool = False) -> np.ndarray:
+    """Unit vectors of ``items`` by :func:`vector_texts`, embedded in one batch. ``fast``: the
+    first view only (the turn itself), what the fast stage writes so an add stays one short
+    embedding; the fine stage replaces it with the full sum."""
+    texts = [vector_texts(i)[:1] if fast else vector_texts(i) for i in items]
     flat = list(dict.fromkeys(t for views in texts for t in views))
     if not flat:
         return np.zeros((0, int(embedder.dim)), dtype=np.float32)

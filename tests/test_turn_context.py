@@ -204,3 +204,20 @@ def test_update_and_reindex_use_the_same_vector_recipe(mem: MemOS, tmp_path: Pat
     assert np.allclose(
         mem.store.get_embeddings([new.id])[new.id], item_vectors(mem.embedder, [new])[0], atol=1e-5
     )
+
+
+def test_the_fast_stage_embeds_the_turn_alone_and_the_fine_stage_adds_its_context(tmp_path: Path) -> None:
+    """An add stays one short embedding a turn (the fast-add budget); the fine stage writes the
+    full sum, so search is exact for the turn at once and contextual once refined."""
+    emb = HashEmbedder()
+    with MemOS(tmp_path / "d", embedder=emb, scheduler="off") as m:
+        ids = m.add_message(MOVE, user_id="u1", conversation_id="c").data.memory_ids
+        reply = m.get_memory(ids[1]).data
+        assert reply.context is not None
+        stored = m.store.get_embeddings([reply.id])[reply.id]
+        assert np.allclose(stored, item_vectors(emb, [reply], fast=True)[0], atol=1e-6)
+        assert not np.allclose(stored, item_vectors(emb, [reply])[0], atol=1e-3)
+    with MemOS(tmp_path / "d", embedder=emb, scheduler="inline") as m:
+        m.run_pending()
+        stored = m.store.get_embeddings([reply.id])[reply.id]
+        assert np.allclose(stored, item_vectors(emb, [m.get_memory(reply.id).data])[0], atol=1e-6)
