@@ -28,8 +28,9 @@ class RetrievalConfig:
 
     Attributes:
         candidates: results taken from each leg before fusion (at least ``top_k``).
-        fused_head: how many fused results (at least ``3 * top_k``) are loaded and re-scored
-            with recency, usage and de-duplication.
+        fused_head: how many fused results beyond ``top_k`` are loaded and re-scored with
+            the nudges and de-duplication (``top_k + fused_head`` in all): loading an item is
+            most of a search's own time.
         fusion: ``"zscore"`` standardises each leg's scores over its candidates (a memory a
             leg did not return counts as that leg's last candidate; a vector score is computed
             exactly for it), adds them with the weights and maps the sum into (0, 1) with the
@@ -164,7 +165,7 @@ def hybrid_search(
     fused = sorted(
         dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]), key=lambda i: -fused_of(i)
     )
-    ids = fused[: max(3 * top_k, cfg.fused_head)]
+    ids = fused[: top_k + cfg.fused_head]
     if not ids:
         return []
     items = {i.id: i for i in store.get(ids) if i is not None}
