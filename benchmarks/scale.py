@@ -11,11 +11,11 @@ For each size, in a fresh data folder:
    plus its own "(note i)", and past the pool its vector is the pool text's plus noise (cosine
    ~0.9 to it), so a 1M fill measures the store, not the embedder, in a realistic space;
 2. warm: the cube's vectors read into memory and its HNSW index built (``SqliteStore.warm``);
-3. ``--adds`` single-message ``MemOS.add_message`` calls (embedding included) and
+3. recall@10 of the vector leg against exact cosine over every vector (computed here, apart
+   from the store), for ``--recall-queries`` real query embeddings;
+4. ``--adds`` single-message ``MemOS.add_message`` calls (embedding included) and
    ``--queries`` ``MemOS.search_memory`` calls (query embedding, BM25 + vector legs under
    the default scope, fusion, re-scoring), each timed; the two store legs timed alone too;
-4. recall@10 of the vector leg against exact cosine over every vector (computed here, apart
-   from the store), for ``--recall-queries`` real query embeddings;
 5. reopen: a new process's view (a new store on the folder): vectors read, saved index loaded.
 
 Peak RSS (``resource.getrusage``) is recorded after the searches, before the recall check.
@@ -155,8 +155,18 @@ def run_size(
 
         warm = store.warm([cube])[cube]
         out["vectors_load_s"], out["index"], out["index_s"] = warm["load_s"], warm["index"], warm["index_s"]
-        mem = MemOS(store=store, embedder=embedder, scheduler="off")
         rng = random.Random(size)
+        # Recall@10 of the vector leg (index or exact, whichever the store uses) against exact
+        # cosine over the filled memories, before any add changes the cube.
+        rq = embedder.embed([query(rng, size) for _ in range(args.recall_queries)])
+        truth = exact_top(corpus, size, rq, 10, args.batch)
+        found = 0
+        for v, want in zip(rq, truth, strict=True):
+            got = {h.id for h in store.search_vector([cube], v, limit=10)}
+            found += len(got & {ids[i] for i in want})
+        out["recall_at_10"] = round(found / (10 * len(rq)), 4)
+        out["recall_queries"] = len(rq)
+        mem = MemOS(store=store, embedder=embedder, scheduler="off")
         mem.search_memory("warm up", user_id=USER)
 
         add_ms = [
@@ -183,15 +193,6 @@ def run_size(
         out["text_leg_ms"], out["vector_leg_ms"] = ms(text_ms), ms(vector_ms)
         out["rss_peak_mb"] = round(rss_mb())
 
-        # Recall@10 of the vector leg (index or exact, whichever the store uses) vs exact.
-        rq = embedder.embed([query(rng, size) for _ in range(args.recall_queries)])
-        truth = exact_top(corpus, size, rq, 10, args.batch)
-        found = 0
-        for v, want in zip(rq, truth, strict=True):
-            got = {h.id for h in store.search_vector([cube], v, limit=10)}
-            found += len(got & {ids[i] for i in want})
-        out["recall_at_10"] = round(found / (10 * len(rq)), 4)
-        out["recall_queries"] = len(rq)
         mem.close()
 
         again = SqliteStore.from_path(folder, ann=ann)
@@ -230,7 +231,14 @@ def main() -> None:
     rng = random.Random(7)
     texts = [pool_text(rng) for _ in range(min(args.pool, max(sizes)))]
     t0 = time.perf_counter()
-    corpus = Corpus(texts, embedder.embed(texts))
+    # The pool's vectors are kept in the work folder: a rerun does not embed them again.
+    cached = args.workdir / f"scale-pool-{len(texts)}-{embedder.model_id.replace('/', '-')}.npy"
+    if cached.is_file():
+        vectors = np.load(cached)
+    else:
+        vectors = embedder.embed(texts)
+        np.save(cached, vectors)
+    corpus = Corpus(texts, vectors)
     summary: dict[str, Any] = {
         "pool": len(texts),
         "pool_embed_seconds": round(time.perf_counter() - t0, 1),

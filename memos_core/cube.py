@@ -39,7 +39,9 @@ from .schema import MemoryItem, SourceRef, utcnow
 __all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "SEP", "MemCube"]
 
 CUBE_FORMAT = "memos-cube"
-CUBE_FORMAT_VERSION = 1
+CUBE_FORMAT_VERSION = 2  # 2: items may carry a context
+#: Versions this build reads (a version-1 dump is a version-2 dump without contexts).
+READABLE_VERSIONS = (1, 2)
 #: Separator between the parts of a record key (ids cannot contain control characters).
 SEP = "\x1f"
 CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user", "doc", "working"
@@ -182,10 +184,10 @@ class MemCube:
         if manifest.get("format") != CUBE_FORMAT:
             raise InvalidInputError(f"{folder} holds {manifest.get('format')!r}, not a {CUBE_FORMAT!r} dump")
         version = manifest.get("format_version")
-        if version != CUBE_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InvalidInputError(
                 f"{folder} was written in cube format version {version}; "
-                f"this build reads version {CUBE_FORMAT_VERSION}"
+                f"this build reads versions {', '.join(map(str, READABLE_VERSIONS))}"
             )
         files = manifest.get("files")
         if not isinstance(files, dict) or set(files) != {"items.jsonl", "embeddings.npy", "records.jsonl"}:

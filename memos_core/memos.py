@@ -42,7 +42,17 @@ from .errors import (
 from .facts import extract_facts, slot_of
 from .lifecycle import FactDraft, archive, next_version, plan_facts, rollback
 from .llms import LLM
-from .ports import DeleteItems, Embedder, EnqueueTask, MemoryStore, Op, PutItems, PutRecords, TouchItems
+from .ports import (
+    DeleteItems,
+    Embedder,
+    EnqueueTask,
+    ListItems,
+    MemoryStore,
+    Op,
+    PutItems,
+    PutRecords,
+    TouchItems,
+)
 from .reader import (
     Limits,
     WindowConfig,
@@ -53,6 +63,7 @@ from .reader import (
     item_vectors,
     llm_facts,
     refine,
+    rewrite_context,
     rule_facts,
     validate_messages,
 )
@@ -238,10 +249,8 @@ class MemOS:
             info=info_dict,
             embedding_model=self.embedder.model_id,
         )
-        previous = self._previous_turns(user_id, target, conversation_id)
-        items = fast_items(
-            msgs, window=self.window, previous=[x for i in previous for x in context_lines(i)], **scope
-        )
+        previous = self._previous_turns(scope)
+        items = fast_items(msgs, window=self.window, previous=previous, **scope)
         images = image_items(msgs, **scope)
         items += [item for item, _ in images]
         vectors = item_vectors(self.embedder, items, fast=True)  # the fine stage adds the context
@@ -321,21 +330,28 @@ class MemOS:
         self.store.batch([PutItems([item], [self.embedder.embed([memory])[0]], [0])])
         return Envelope(data=item)
 
-    def _previous_turns(self, user_id: str, cube_id: str, conversation_id: str | None) -> list[MemoryItem]:
-        """The conversation's latest chat turns in ``cube_id`` (oldest first), at most
-        ``window.context``: the context before this add's first turns."""
+    def _previous_turns(self, scope: Mapping[str, Any]) -> list[MemoryItem]:
+        """The latest chat turns (oldest first, at most ``window.context``) of the same
+        conversation in the same cube *and* scope (agent, app, tags, info): the context before
+        an add's first turns. A turn merged into an older duplicate was still said here."""
+        conversation_id = scope["conversation_id"]
         if conversation_id is None or self.window.context == 0:
             return []
-        ws = self.store.get_record(WORKING, f"{user_cube_id(user_id)}{_SEP}{conversation_id}")
-        recent = list((ws or {}).get("recent", []))[: 4 * self.window.context]  # newest first
+        where = F.and_(
+            F.eq("conversation_id", conversation_id),
+            F.eq("agent_id", scope["agent_id"]),
+            F.eq("app_id", scope["app_id"]),
+            F.eq("memory_type", "long_term"),
+            F.parse_filter({"status": {"in": [MemoryStatus.ACTIVATED.value, MemoryStatus.ARCHIVED.value]}}),
+        )
+        page, _ = self.store.batch([ListItems([scope["cube_id"]], where, 8 * self.window.context)])[0]
         found = [
             i
-            for i in (self.store.get(recent) if recent else [])
-            if i is not None
-            and i.cube_id == cube_id
-            and i.conversation_id == conversation_id
-            and i.status == MemoryStatus.ACTIVATED.value
-            and any(s.type == "chat" for s in i.sources)
+            for i in page  # newest first
+            if any(s.type == "chat" for s in i.sources)
+            and (i.status == MemoryStatus.ACTIVATED.value or i.merged_into is not None)
+            and sorted(i.tags) == sorted(scope["tags"])
+            and i.info == scope["info"]
         ]
         return found[: self.window.context][::-1]
 
@@ -367,42 +383,88 @@ class MemOS:
         todo = [n for n, i in enumerate(refined) if i.context is not None and vectors[n] is None]
         for n, vec in zip(todo, item_vectors(self.embedder, [refined[n] for n in todo]), strict=True):
             vectors[n] = vec
-        extended = self._extend_previous(payload.get("previous", []), refined, vectors)
+        mine = set(payload["memory_ids"])
+        self._extend_previous(
+            payload.get("previous", []), [i for i in refined if i.id in mine], refined, vectors
+        )
         first = PutItems(refined, vectors, write.if_revisions)
         facts, _report = plan_facts(self.store, self.embedder, drafts, exclude=[i.id for i in refined])
-        return [first, facts, *extended]
+        return [first, facts]
 
     def _extend_previous(
-        self, previous_ids: Sequence[str], refined: list[MemoryItem], vectors: list[Any]
-    ) -> list[Op]:
-        """The turns before an add, with its turns appended to their ``after`` context and
-        re-embedded (a reply is found by what it answered, a question by its answer). A turn
-        this task already writes (a duplicate merged into it) is extended in that write, in
-        place, so one item is never written twice in a batch."""
+        self,
+        previous_ids: Sequence[str],
+        new: list[MemoryItem],
+        refined: list[MemoryItem],
+        vectors: list[Any],
+    ) -> None:
+        """Append this add's turns (``new``) to the ``after`` context of the turns before it
+        and re-embed them (a reply is found by what it answered, a question by its answer).
+
+        A turn this task writes anyway (a duplicate merged into it) is extended in that
+        write, in place. The others are written here, on their own, best effort: a conflict
+        with a concurrent writer is retried on fresh copies, and if it keeps failing the
+        context is left as it was (logged) rather than failing the fine stage.
+        """
         if not previous_ids:
+            return
+        later = [i for i in new if any(s.type == "chat" for s in i.sources)]
+        at = {item.id: n for n, item in enumerate(refined)}
+        for attempt in range(3):
+            earlier = [
+                refined[at[i.id]] if i.id in at else i
+                for i in self.store.get(previous_ids)
+                if i is not None and (i.status == MemoryStatus.ACTIVATED.value or i.merged_into is not None)
+            ]
+            changed = extend_context(earlier, later, self.window.context)
+            if not changed:
+                return
+            new_vectors = item_vectors(self.embedder, changed)
+            read = {i.id: i.revision for i in earlier}
+            alone = []
+            for item, vec in zip(changed, new_vectors, strict=True):
+                if item.id in at:  # already in this task's write: replace it there
+                    refined[at[item.id]], vectors[at[item.id]] = item, vec
+                else:
+                    alone.append((item, vec))
+            if not alone:
+                return
+            try:
+                self.store.batch(
+                    [PutItems([a for a, _ in alone], [v for _, v in alone], [read[a.id] for a, _ in alone])]
+                )
+                return
+            except ConflictError:
+                if attempt == 2:
+                    log.warning(
+                        "could not extend the context of %s; left as it was", [a.id for a, _ in alone]
+                    )
+
+    def _neighbour_rewrites(
+        self,
+        changed: Sequence[MemoryItem],
+        lines: Mapping[str, Sequence[str] | None],
+        skip: Sequence[str] = (),
+    ) -> list[Op]:
+        """The write that keeps the turns around changed memories honest: the lines of each
+        ``changed`` memory in its neighbours' context are replaced by ``lines[id]`` (an edit)
+        or removed (``None``: a delete), and those neighbours re-embedded. ``skip``: ids that
+        go away in the same write."""
+        gone = {*skip, *(i.id for i in changed)}
+        wanted = sorted({n for i in changed if i.context is not None for n in i.context.neighbours()} - gone)
+        rewritten: list[MemoryItem] = []
+        for item in self.store.get(wanted) if wanted else []:
+            if item is None:
+                continue
+            current = item
+            for old in changed:
+                current = rewrite_context(current, old.id, lines.get(old.id)) or current
+            if current is not item:
+                rewritten.append(current)
+        if not rewritten:
             return []
-        mine = {item.id: n for n, item in enumerate(refined)}
-        earlier = [
-            refined[mine[i.id]] if i.id in mine else i
-            for i in self.store.get(previous_ids)
-            if i is not None and i.status == MemoryStatus.ACTIVATED.value
-        ]
-        before = {e.id for e in earlier}
-        later = [i for i in refined if i.id not in before and any(s.type == "chat" for s in i.sources)]
-        changed = extend_context(earlier, later, self.window.context)
-        if not changed:
-            return []
-        new_vectors = item_vectors(self.embedder, changed)
-        read = {i.id: i.revision for i in earlier}
-        alone: list[tuple[MemoryItem, Any, int]] = []
-        for item, vec in zip(changed, new_vectors, strict=True):
-            if item.id in mine:  # already in this task's write: replace it there
-                refined[mine[item.id]], vectors[mine[item.id]] = item, vec
-            else:
-                alone.append((item, vec, read[item.id]))
-        if not alone:
-            return []
-        return [PutItems([a[0] for a in alone], [a[1] for a in alone], [a[2] for a in alone])]
+        vectors = list(item_vectors(self.embedder, rewritten))
+        return [PutItems(rewritten, vectors, [i.revision for i in rewritten])]
 
     def _facts_of(self, item: MemoryItem) -> list[FactDraft]:
         """The LLM's facts, completed by the rules' on slots it did not fill: the rules are
@@ -1004,7 +1066,12 @@ class MemOS:
                     embedding_model=self.embedder.model_id if memory is not None else None,
                 )
                 vector = item_vectors(self.embedder, [new])[0] if memory is not None else None
-                self.store.batch([PutItems([new], [vector], [old.revision])])
+                around = (
+                    self._neighbour_rewrites([old], {old.id: context_lines(new)})
+                    if memory is not None
+                    else []
+                )
+                self.store.batch([PutItems([new], [vector], [old.revision]), *around])
         return Envelope(data=new)
 
     def rollback_memory(
@@ -1025,7 +1092,8 @@ class MemOS:
                 new = rollback(old, version)
                 vector = item_vectors(self.embedder, [new])[0]
                 new = new.evolve(status=MemoryStatus.ACTIVATED.value, embedding_model=self.embedder.model_id)
-                self.store.batch([PutItems([new], [vector], [old.revision])])
+                around = self._neighbour_rewrites([old], {old.id: context_lines(new)})
+                self.store.batch([PutItems([new], [vector], [old.revision]), *around])
         return Envelope(data=new)
 
     def delete_memory(
@@ -1062,14 +1130,37 @@ class MemOS:
                 _check_id("user_id", user_id)
                 for cube in cubes:
                     self._require(user_id, cube, "write")
-            count = self.store.delete(cubes, ids=ids, hard=hard)
+            op = DeleteItems(cubes, ids=ids, hard=hard)
         else:
             uid = str(_check_id("user_id", user_id))
             where = F.parse_filter(filter)
-            if where is None:
-                where = F.parse_filter({"id": {"exists": True}})
-            count = self.store.delete([user_cube_id(uid)], where=where, hard=hard)
+            cubes = [user_cube_id(uid)]
+            op = DeleteItems(cubes, where=where or F.parse_filter({"id": {"exists": True}}), hard=hard)
+        # A deleted turn's words leave the context of the turns around it, in the same write
+        # (a filter-less wipe takes every neighbour with it).
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5), reraise=True
+        ):
+            with attempt:
+                doomed = self._doomed(op) if memory_ids is not None or filter is not None else []
+                gone = [i.id for i in doomed]
+                around = self._neighbour_rewrites(doomed, dict.fromkeys(gone), skip=gone) if doomed else []
+                count = self.store.batch([op, *around])[0]
         return Envelope(data={"deleted": count})
+
+    def _doomed(self, op: DeleteItems) -> list[MemoryItem]:
+        """The chat turns with context that ``op`` deletes."""
+        if op.ids is not None:
+            items = [i for i in self.store.get(list(op.ids)) if i is not None]
+        else:
+            items, offset = [], 0
+            while True:
+                page, total = self.store.batch([ListItems(op.cube_ids, op.where, 1000, offset)])[0]
+                items += page
+                offset += len(page)
+                if not page or offset >= total:
+                    break
+        return [i for i in items if i.context is not None]
 
     def add_feedback(
         self,

@@ -33,6 +33,7 @@ from .schema import (
     SourceRef,
     VersionRecord,
     display_url,
+    new_id,
     parse_time,
     utcnow,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "llm_facts",
     "refine",
     "render_line",
+    "rewrite_context",
     "rule_facts",
     "validate_messages",
     "vector_texts",
@@ -158,15 +160,43 @@ def context_lines(item: MemoryItem) -> list[str]:
 def extend_context(earlier: Sequence[MemoryItem], later: Sequence[MemoryItem], size: int) -> list[MemoryItem]:
     """The ``earlier`` turns (oldest first) with the ``later`` turns of their conversation
     appended to their ``after`` context, up to ``size`` lines; only the ones that changed."""
-    new_lines = [line for item in later for line in context_lines(item)]
+    new_lines = [(line, item.id) for item in later for line in context_lines(item)]
     out = []
     for idx, item in enumerate(earlier):
         ctx = item.context or Context()
-        between = [line for other in earlier[idx + 1 :] for line in context_lines(other)]
+        between = [(line, other.id) for other in earlier[idx + 1 :] for line in context_lines(other)]
         after = [*between, *new_lines][:size]  # what follows it, now that more is known
         if len(after) > len(ctx.after):
-            out.append(item.evolve(context=Context(before=ctx.before, after=after), updated_at=utcnow()))
+            update = {"after": [x for x, _ in after], "after_ids": [i for _, i in after]}
+            out.append(item.evolve(context=ctx.model_copy(update=update), updated_at=utcnow()))
     return out
+
+
+def rewrite_context(item: MemoryItem, changed_id: str, lines: Sequence[str] | None) -> MemoryItem | None:
+    """``item`` with the lines of memory ``changed_id`` in its context replaced by ``lines``
+    (an edit) or removed (``None``: a delete); None when its context does not hold them."""
+    ctx = item.context
+    if ctx is None or changed_id not in ctx.neighbours():
+        return None
+
+    def fix(text: list[str], ids: list[str]) -> tuple[list[str], list[str]]:
+        out_text: list[str] = []
+        out_ids: list[str] = []
+        done = False
+        for line, line_id in zip(text, ids, strict=False):
+            if line_id != changed_id:
+                out_text.append(line)
+                out_ids.append(line_id)
+            elif lines is not None and not done:
+                out_text += list(lines)
+                out_ids += [changed_id] * len(lines)
+                done = True
+        return out_text, out_ids
+
+    before, before_ids = fix(ctx.before, ctx.before_ids)
+    after, after_ids = fix(ctx.after, ctx.after_ids)
+    new = Context(before=before, after=after, before_ids=before_ids, after_ids=after_ids)
+    return item.evolve(context=new if before or after else None, updated_at=utcnow())
 
 
 def vector_texts(item: MemoryItem) -> list[str]:
@@ -230,24 +260,40 @@ def fast_items(
     info: Mapping[str, Any],
     embedding_model: str,
     window: WindowConfig,
-    previous: Sequence[str] = (),
+    previous: Sequence[MemoryItem] = (),
 ) -> list[MemoryItem]:
     """The ``mode="fast"`` items of one add: one per window of turns, each with up to
     ``window.context`` turns on either side as its context: turns of this add, and before
-    the first ones the conversation's ``previous`` turns (``Speaker: text`` lines, oldest
-    first). The turns after the last ones are added by the fine stage when they arrive."""
+    the first ones the conversation's ``previous`` turns (oldest first). The turns after the
+    last ones are added by the fine stage when they arrive (:func:`extend_context`)."""
     now = utcnow()
     items = []
-    lines = [*previous, *(context_line(m) for m in messages)]
-    shift = len(previous)
-    for rng in _windows(len(messages), window):
+    windows = _windows(len(messages), window)
+    ids = [new_id() for _ in windows]
+    owner: dict[int, str] = {}
+    for item_id, rng in zip(ids, windows, strict=True):
+        for i in rng:
+            owner.setdefault(i, item_id)
+    lines = [(line, p.id) for p in previous for line in context_lines(p)]
+    shift = len(lines)
+    lines += [(context_line(m), owner[i]) for i, m in enumerate(messages)]
+    for item_id, rng in zip(ids, windows, strict=True):
         chunk = [messages[i] for i in rng]
         n = window.context
         start, stop = rng.start + shift, rng.stop + shift
         before = lines[max(0, start - n) : start] if n else []
         after = lines[stop : stop + n] if n else []
+        context = (
+            Context(
+                before=[x for x, _ in before], after=[x for x, _ in after],
+                before_ids=[i for _, i in before], after_ids=[i for _, i in after],
+            )
+            if before or after
+            else None
+        )  # fmt: skip
         items.append(
             MemoryItem(
+                id=item_id,
                 cube_id=cube_id,
                 user_id=user_id,
                 agent_id=agent_id,
@@ -273,7 +319,7 @@ def fast_items(
                 updated_at=now,
                 event_time=chunk[0].chat_time,
                 embedding_model=embedding_model,
-                context=Context(before=before, after=after) if before or after else None,
+                context=context,
             )
         )
     return items
@@ -351,6 +397,10 @@ def refine(
     return PutItems([out[i] for i in ids], None, [expected[i] for i in ids]), merged
 
 
+def _speakers(item: MemoryItem) -> set[tuple[str | None, str | None]]:
+    return {(s.name, s.role) for s in item.sources if s.type == "chat"}
+
+
 #: A turn with context merges into an older one only with at least this many words.
 MIN_MERGE_WORDS = 5
 
@@ -388,6 +438,7 @@ def _older_duplicate(
     for found in store.get(close) if close else []:
         if (
             found is not None
+            and (item.context is None or _speakers(found) == _speakers(item))  # same words, same mouth
             and sorted(found.tags) == sorted(item.tags)
             and found.info == item.info
             and lexical_overlap(content_of(found.memory), content_of(item.memory)) >= overlap
@@ -542,8 +593,9 @@ def llm_facts(llm: LLM, item: MemoryItem, *, attempts: int = 2) -> list[FactDraf
         max_tokens=300,
     )
     speakers = list(dict.fromkeys(_speaker_of(s) for s in chat if s.role != "assistant"))
-    said = "\n".join([content_of(item.memory), *(line.split(": ", 1)[-1] for line in earlier)])
-    window_words = {w[:4] for w in tokenize(said, drop_stopwords=True)}
+    # Grounded in the turn's own words: the context is there to be understood, not quoted (a
+    # fact taken from another speaker's line would be credited to this one).
+    window_words = {w[:4] for w in tokenize(content_of(item.memory), drop_stopwords=True)}
     anchor = chat[-1].chat_time if chat and chat[-1].chat_time else item.event_time or item.created_at
     out: list[FactDraft] = []
     seen: set[str] = set()

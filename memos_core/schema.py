@@ -226,6 +226,14 @@ class Context(BaseModel):
 
     before: list[str] = Field(default_factory=list)
     after: list[str] = Field(default_factory=list)
+    #: The memory each line came from, line for line: a delete or an edit of that memory
+    #: removes or rewrites its line here too.
+    before_ids: list[str] = Field(default_factory=list)
+    after_ids: list[str] = Field(default_factory=list)
+
+    def neighbours(self) -> list[str]:
+        """The ids of the memories whose lines this context holds."""
+        return list(dict.fromkeys([*self.before_ids, *self.after_ids]))
 
 
 class MemoryItem(BaseModel):

@@ -40,4 +40,4 @@ def test_scale_smoke_runs_every_stage(tmp_path: Path) -> None:
     for key in ("add_ms", "search_ms", "text_leg_ms", "vector_leg_ms"):
         assert 0 < result[key]["p50"] <= result[key]["p95"], key
     assert result["rss_peak_mb"] > 0 and result["index_mb"] >= 0
-    assert not list(tmp_path.glob("scale-*"))  # data folders are removed unless --keep
+    assert not list(tmp_path.glob("scale-2000-*"))  # data folders are removed unless --keep

@@ -56,7 +56,10 @@ def test_one_item_per_turn_with_turns_of_context_each_side() -> None:
     assert [[s.message_id for s in i.sources] for i in items] == [[f"m{n}"] for n in range(len(SHOW))]
     reply = items[2]
     assert reply.memory.startswith("Nate (8 May 2023, 13:56): Coconut milk")
-    assert reply.context == Context(
+    assert reply.context is not None
+    assert reply.context.before_ids == [items[0].id, items[1].id]
+    assert reply.context.after_ids == [items[3].id, items[4].id]
+    assert reply.context.model_copy(update={"before_ids": [], "after_ids": []}) == Context(
         before=["Joanna: Your cooking show looked like so much fun to host!",
                 "Joanna: What was your favourite dish from it?"],
         after=["Joanna: Yum. I spent the weekend repainting the garden shed a bright blue.",
@@ -67,11 +70,13 @@ def test_one_item_per_turn_with_turns_of_context_each_side() -> None:
 
 
 def test_previous_turns_of_the_conversation_come_before_the_first_ones() -> None:
-    items = items_of(SHOW[2:3], WindowConfig(), previous=["Joanna: zero", "Joanna: one", "Joanna: two"])
-    assert items[0].context == Context(before=["Joanna: zero", "Joanna: one", "Joanna: two"], after=[])
-    assert items_of(SHOW[2:3], WindowConfig(context=1), previous=["a: 1", "b: 2"])[0].context == Context(
-        before=["b: 2"]
-    )
+    earlier = items_of(SHOW[:2], WindowConfig())
+    items = items_of(SHOW[2:3], WindowConfig(), previous=earlier)
+    assert items[0].context is not None
+    assert items[0].context.before == [*context_lines(earlier[0]), *context_lines(earlier[1])]
+    assert items[0].context.before_ids == [earlier[0].id, earlier[1].id] and items[0].context.after == []
+    one = items_of(SHOW[2:3], WindowConfig(context=1), previous=earlier)[0].context
+    assert one is not None and one.before_ids == [earlier[1].id]
 
 
 def test_no_context_and_windows_are_still_possible() -> None:
@@ -154,7 +159,8 @@ def test_turns_added_one_by_one_get_the_same_context(mem: MemOS) -> None:
     by_message = {i.sources[0].message_id: i for i in listed if i.sources and i.sources[0].type == "chat"}
     for n, want in enumerate(items_of(MOVE, WindowConfig())):
         got = by_message[f"m{n}"]
-        assert got.context == want.context, n
+        assert got.context is not None and want.context is not None
+        assert (got.context.before, got.context.after) == (want.context.before, want.context.after), n
         vec = mem.store.get_embeddings([got.id])[got.id]
         assert np.allclose(vec, item_vectors(mem.embedder, [got])[0], atol=1e-5)
     assert top_message(mem, MOVE_QUERY) == "m1"
@@ -221,3 +227,149 @@ def test_the_fast_stage_embeds_the_turn_alone_and_the_fine_stage_adds_its_contex
         m.run_pending()
         stored = m.store.get_embeddings([reply.id])[reply.id]
         assert np.allclose(stored, item_vectors(emb, [m.get_memory(reply.id).data])[0], atol=1e-6)
+
+
+# ---- review findings: order, scope, deletes and edits, merges, names, numerics -----------------
+
+
+def chat_items(m: MemOS, user: str = "u1") -> dict[str, MemoryItem]:
+    listed = m.list_memories(user_id=user, limit=100, filter={"status": {"in": ["activated", "archived"]}})
+    return {
+        i.sources[0].message_id: i for i in listed.data.items if i.sources and i.sources[0].type == "chat"
+    }
+
+
+def test_context_keeps_conversation_order_across_adds_of_any_size(fast_mem: MemOS) -> None:
+    fast_mem.add_message(MOVE[:3], user_id="u1", conversation_id="c")
+    fast_mem.add_message(MOVE[3:4], user_id="u1", conversation_id="c")
+    fast_mem.add_message(MOVE[4:], user_id="u1", conversation_id="c")
+    fast_mem.run_pending()
+    got = chat_items(fast_mem)
+    for n, want in enumerate(items_of(MOVE, WindowConfig())):
+        assert got[f"m{n}"].context is not None and want.context is not None
+        assert (got[f"m{n}"].context.before, got[f"m{n}"].context.after) == (
+            want.context.before,
+            want.context.after,
+        )
+        ids = [got[f"m{k}"].id for k in range(len(MOVE))]
+        assert got[f"m{n}"].context.before_ids == ids[max(0, n - 3) : n]
+        assert got[f"m{n}"].context.after_ids == ids[n + 1 : n + 4]
+
+
+def test_context_never_crosses_agents_apps_or_tags(fast_mem: MemOS) -> None:
+    fast_mem.add_message(
+        turns(("Ana", "my bank pin is 4921")), user_id="u1", conversation_id="c", agent_id="bank"
+    )  # fmt: skip
+    fast_mem.add_message(
+        turns(("Ana", "recommend a movie")), user_id="u1", conversation_id="c", agent_id="movies"
+    )
+    fast_mem.add_message(turns(("Ana", "a secret note")), user_id="u1", conversation_id="c", tags=["private"])
+    fast_mem.run_pending()
+    for item in chat_items(fast_mem).values():
+        assert item.context is None, item
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_a_deleted_turn_leaves_its_neighbours_context(fast_mem: MemOS, hard: bool) -> None:
+    secret = turns(("Ana", "hello"), ("Ana", "my social security number is 078-05-1120"), ("Ben", "noted"))
+    fast_mem.add_message(secret, user_id="u1", conversation_id="c")
+    fast_mem.run_pending()
+    got = chat_items(fast_mem)
+    fast_mem.delete_memory([got["m1"].id], hard=hard)
+    for key in ("m0", "m2"):
+        item = fast_mem.get_memory(got[key].id).data
+        assert item.context is not None and not any(
+            "078-05" in x for x in item.context.before + item.context.after
+        )
+        assert got["m1"].id not in item.context.neighbours()
+        vec = fast_mem.store.get_embeddings([item.id])[item.id]
+        assert np.allclose(vec, item_vectors(fast_mem.embedder, [item])[0], atol=1e-6)
+    hits = fast_mem.search_memory("social security number", user_id="u1").data.memory_detail_list
+    assert all("078-05" not in h.memory for h in hits) and all(
+        h.score_details["bm25_rank"] == 0 for h in hits
+    )
+
+
+def test_a_delete_by_filter_rewrites_the_neighbours_that_stay(fast_mem: MemOS) -> None:
+    fast_mem.add_message(turns(("Ana", "hello"), ("Ana", "the wifi password is hunter2")), user_id="u1",
+                         conversation_id="c", tags=["a"])  # fmt: skip
+    fast_mem.add_message(turns(("Ana", "bye")), user_id="u1", conversation_id="c2")
+    fast_mem.run_pending()
+    hello = chat_items(fast_mem)["m0"]
+    fast_mem.update_memory(hello.id, tags=["keep"])
+    fast_mem.delete_memory(user_id="u1", filter={"tags": {"contains": "a"}})
+    assert fast_mem.get_memory(hello.id).data.context is None
+
+
+def test_an_edited_turn_is_rewritten_in_its_neighbours_context(fast_mem: MemOS) -> None:
+    fast_mem.add_message(
+        turns(("Ana", "my password is hunter2"), ("Ben", "ok")), user_id="u1", conversation_id="c"
+    )
+    fast_mem.run_pending()
+    got = chat_items(fast_mem)
+    fast_mem.update_memory(got["m0"].id, memory="Ana (8 May 2023, 13:56): my password is [redacted]")
+    after = fast_mem.get_memory(got["m1"].id).data
+    assert after.context is not None and after.context.before == ["Ana: my password is [redacted]"]
+    fast_mem.rollback_memory(got["m0"].id, 1)
+    assert fast_mem.get_memory(got["m1"].id).data.context.before == ["Ana: my password is hunter2"]  # type: ignore[union-attr]
+
+
+def test_the_same_words_from_another_speaker_are_not_merged(fast_mem: MemOS) -> None:
+    for who in ("Alice", "Bob"):
+        fast_mem.add_message(
+            turns((who, "I live in Paris with my two cats")), user_id="u1", conversation_id="c"
+        )
+    fast_mem.run_pending()
+    listed = fast_mem.list_memories(user_id="u1", limit=50).data.items
+    said = [i for i in listed if not any(s.type == "memory" for s in i.sources)]  # the turns, not facts
+    assert sorted(i.sources[0].name or "" for i in said) == ["Alice", "Bob"]
+    assert all(i.merged_into is None for i in said)
+    assert {i.memory for i in listed} >= {"Alice lives in Paris.", "Bob lives in Paris."}
+
+
+def test_a_merged_repeat_keeps_its_place_in_the_context(fast_mem: MemOS) -> None:
+    said = turns(("A", "I really love hiking in the Alps every summer"), ("B", "nice"), ("B", "where?"))
+    fast_mem.add_message(said, user_id="u1", conversation_id="c")
+    fast_mem.run_pending()
+    fast_mem.add_message(turns(("A", "I really love hiking in the Alps every summer")), user_id="u1",
+                         conversation_id="c")  # fmt: skip
+    fast_mem.run_pending()
+    fast_mem.add_message(turns(("B", "me too")), user_id="u1", conversation_id="c")
+    fast_mem.run_pending()
+    items = fast_mem.list_memories(
+        user_id="u1", limit=50, filter={"status": {"in": ["activated", "archived"]}}
+    )
+    last = next(i for i in items.data.items if i.memory.endswith("me too"))
+    assert (
+        last.context is not None
+        and last.context.before[-1] == "A: I really love hiking in the Alps every summer"
+    )
+    first = next(i for i in items.data.items if "hiking" in i.memory and i.merged_into is None and i.context)
+    assert first.context is not None and first.context.after == [
+        "B: nice",
+        "B: where?",
+        "A: I really love hiking in the Alps every summer",  # the repeat was said, merged or not
+    ]
+
+
+def test_a_lower_case_common_word_names_no_speaker(fast_mem: MemOS) -> None:
+    fast_mem.add_message(turns(("Will", "new bike helmet"), ("Ana", "lasagna from my grandmother")),
+                         user_id="u1", conversation_id="c")  # fmt: skip
+    hits = fast_mem.search_memory("what will be cooked for dinner", user_id="u1").data.memory_detail_list
+    assert all(h.score_details["speaker"] == 0.0 for h in hits)
+    hits = fast_mem.search_memory("What did Will buy?", user_id="u1").data.memory_detail_list
+    assert hits[0].sources[0].name == "Will" and hits[0].score_details["speaker"] > 0
+    from memos_core.retrieval import _query_names, _said_by
+
+    dr = MemoryItem(cube_id="c", memory="x", sources=[{"type": "chat", "name": "Dr Smith"}])  # type: ignore[list-item]
+    assert _said_by(dr, _query_names("What did Smith say?")) and not _said_by(dr, _query_names("Dr. Who?"))
+
+
+def test_near_tied_scores_never_overflow() -> None:
+    from memos_core.ports import ScoredId
+    from memos_core.retrieval import _Standard
+
+    std = _Standard.of([ScoredId(0.9, "a"), ScoredId(0.9000001, "b"), ScoredId(0.9000002, "c")])
+    assert np.isfinite(std.z(-1.0)) and np.isfinite(std.z(None))
+    wide = _Standard.of([ScoredId(s, str(s)) for s in (0.1, 0.5, 0.9)])
+    assert wide.z(-1e9) >= wide.floor - 3.0

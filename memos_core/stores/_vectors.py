@@ -115,10 +115,14 @@ class CubeVectors:
         self.ids.pop()
         self._changed(seq, None)
 
-    def scores(self, vec: np.ndarray) -> np.ndarray:
+    def scores(self, vec: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Dot products with every row (or ``rows``). einsum's own loop, not BLAS: OpenBLAS
+        spreads a matrix-vector product over its threads, and on a busy 2-core machine that
+        took a 20k-row product from ~1 ms to 8-15 ms (p95)."""
         if not self.ids:
             return np.zeros(0, dtype=np.float32)
-        result: np.ndarray = self.mat[: len(self.ids)] @ vec
+        mat = self.mat[: len(self.ids)] if rows is None else self.mat[rows]
+        result: np.ndarray = np.einsum("ij,j->i", mat, vec)
         return result
 
     def rows_of(self, keys: np.ndarray) -> np.ndarray:

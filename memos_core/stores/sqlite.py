@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import logging
 import math
@@ -71,7 +70,7 @@ T = TypeVar("T")
 
 #: Rows of FTS5 matches a text search scores exactly (bm25() costs ~2.5 µs a row plus a
 #: walk over every match of each word to count it); a query whose words match more is bounded.
-TEXT_BUDGET = 2000
+TEXT_BUDGET = 4000
 #: Common words of a query that its AND tiers are built from (the rarest of them).
 _TIER_WORDS = 4
 #: Below this many vectors an exact search sorts all scores (stable: ties keep row order).
@@ -122,6 +121,9 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 """
 )
+
+#: The item columns without the vector: loading items never needs it.
+_ITEM_SELECT = ", ".join(ITEM_COLUMNS)
 
 _UPSERT = (
     f"INSERT INTO items ({', '.join(ITEM_COLUMNS)}, embedding) "
@@ -214,10 +216,9 @@ def _bounded_candidates(
     scores: dict[int, float] = {}
     if rare:
         match = " OR ".join(map(_phrase, rare))
-        for rowid, bm25 in conn.execute(
-            "SELECT rowid, bm25(items_fts) FROM items_fts WHERE items_fts MATCH ?", (match,)
-        ):
-            scores[rowid] = -bm25
+        scores = dict(
+            conn.execute("SELECT rowid, -bm25(items_fts) FROM items_fts WHERE items_fts MATCH ?", (match,))
+        )
         for t in common:
             for (rowid,) in conn.execute(
                 "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{_phrase(t)} AND ({match})",)
@@ -234,10 +235,14 @@ def _bounded_candidates(
                 if scores.get(rowid, -1.0) < value:
                     scores[rowid] = value
         best_below = sum(sorted((idf[t] for t in tiers), reverse=True)[: k - 1])
-        head = heapq.nlargest(want, scores.values())
-        if len(head) >= want and head[-1] >= best_below:
+        if sum(1 for v in scores.values() if v >= best_below) >= want:
             break
-    return heapq.nlargest(max(8 * want, 1000), scores.items(), key=lambda kv: (kv[1], kv[0]))
+    if not scores:
+        return []
+    ids = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+    values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+    order = np.lexsort((-ids, -values))[: max(8 * want, 1000)]  # best first, then newest
+    return list(zip(ids[order].tolist(), values[order].tolist(), strict=True))
 
 
 def _in(values: Sequence[object]) -> str:
@@ -533,7 +538,7 @@ class SqliteStore(MemoryStore):
     def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
         found: dict[str, MemoryItem] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            for row in conn.execute(f"SELECT * FROM items WHERE id IN ({_in(chunk)})", chunk):
+            for row in conn.execute(f"SELECT {_ITEM_SELECT} FROM items WHERE id IN ({_in(chunk)})", chunk):
                 found[row["id"]] = row_to_item(row)
         return [found.get(i) for i in ids]
 
@@ -582,7 +587,8 @@ class SqliteStore(MemoryStore):
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
         total = conn.execute(f"SELECT COUNT(*) FROM items WHERE {sql}", params).fetchone()[0]
         rows = conn.execute(
-            f"SELECT * FROM items WHERE {sql} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {_ITEM_SELECT} FROM items WHERE {sql} "
+            "ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
             [*params, op.limit, op.offset],
         ).fetchall()
         return [row_to_item(r) for r in rows], int(total)
@@ -777,7 +783,7 @@ class SqliteStore(MemoryStore):
             return []
         cfg = self._ann
         passed: dict[int, bool] = {}
-        size = max(op.limit * cfg.oversample, cfg.min_candidates) if indexed else max(op.limit * 8, 64)
+        size = max(op.limit * cfg.oversample, cfg.min_candidates) if indexed else max(op.limit * 2, 64)
         while True:
             with self._vec_lock:
                 head = ranking.head(size)
@@ -852,7 +858,7 @@ class SqliteStore(MemoryStore):
                     rows = np.sort(cube.rows_of(allowed))
                 else:
                     rows = np.flatnonzero(np.isin(cube.seqs[:n], allowed))
-                parts.append(cube.mat[rows] @ vec if len(rows) < n else cube.scores(vec))
+                parts.append(cube.scores(vec, rows) if len(rows) < n else cube.scores(vec))
                 ids += [cube.ids[r] for r in rows.tolist()]
         if not ids:
             return []
@@ -1301,7 +1307,7 @@ class _Ranking:
                 rows = cube.rows_of(cube.ann.search(self.vec, size))
             else:
                 rows = _top(cube.scores(self.vec), size)
-            scores = cube.mat[rows] @ self.vec
+            scores = cube.scores(self.vec, rows)
             pairs = zip(scores.tolist(), rows.tolist(), strict=True)
             found += [(float(s), cube.ids[r], int(cube.seqs[r])) for s, r in pairs]
         found.sort(key=lambda f: -f[0])
