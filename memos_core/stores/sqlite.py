@@ -602,10 +602,10 @@ class SqliteStore(MemoryStore):
         counted = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms)
-        ranked = _bounded_candidates(conn, terms, counted, want=2 * op.limit)
+        ranked = _bounded_candidates(conn, terms, counted, want=op.limit + op.limit // 4)
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
-        for part in _chunks(ranked, 500):
+        for part in _chunks(ranked, max(op.limit + op.limit // 2, 32)):
             found = {
                 r[0]: r[1]
                 for r in conn.execute(
