@@ -347,8 +347,9 @@ class MemOS:
         page, _ = self.store.batch([ListItems([scope["cube_id"]], where, 8 * self.window.context)])[0]
         found = [
             i
-            for i in page  # newest first
-            if any(s.type == "chat" for s in i.sources)
+            for i in page  # newest first; facts read from turns have a "memory" source too
+            if i.sources
+            and all(s.type == "chat" for s in i.sources)
             and (i.status == MemoryStatus.ACTIVATED.value or i.merged_into is not None)
             and sorted(i.tags) == sorted(scope["tags"])
             and i.info == scope["info"]

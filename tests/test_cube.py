@@ -57,7 +57,7 @@ def test_round_trip_gives_the_same_searches(
         manifest = src.cube("user:alice", user_id="bob").dump(tmp_path / "dump")
         before = _results(src)  # after the dump: searches count reads, on both sides alike
     assert manifest["items"] == len(items_before) and manifest["embedding_model"] == real_embedder.model_id
-    assert manifest["format_version"] == 1 and set(manifest["files"]) == {
+    assert manifest["format_version"] == 2 and set(manifest["files"]) == {
         "items.jsonl",
         "embeddings.npy",
         "records.jsonl",
@@ -104,8 +104,8 @@ def test_dump_and_load_refuse_what_they_cannot_do_safely(tmp_path: Path) -> None
         assert hit.cube_id == "user:copy"
     manifest = json.loads((tmp_path / "dump" / "manifest.json").read_text())
     with MemOS(tmp_path / "b", embedder=emb, scheduler="inline") as dst:
-        (tmp_path / "dump" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
-        with pytest.raises(InvalidInputError, match="format version 2"):
+        (tmp_path / "dump" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
+        with pytest.raises(InvalidInputError, match="format version 3"):
             MemCube.load(tmp_path / "dump", dst.store)
         (tmp_path / "dump" / "manifest.json").write_text(json.dumps(manifest))
         with (tmp_path / "dump" / "items.jsonl").open("a") as fh:

@@ -373,3 +373,20 @@ def test_near_tied_scores_never_overflow() -> None:
     assert np.isfinite(std.z(-1.0)) and np.isfinite(std.z(None))
     wide = _Standard.of([ScoredId(s, str(s)) for s in (0.1, 0.5, 0.9)])
     assert wide.z(-1e9) >= wide.floor - 3.0
+
+
+def test_facts_read_from_turns_are_not_context(fast_mem: MemOS) -> None:
+    fast_mem.add_message(turns(("Ana", "I live in Paris")), user_id="u1", conversation_id="c")
+    fast_mem.run_pending()  # the rules read the fact "Ana lives in Paris." from it
+    reply = fast_mem.add_message(turns(("Ben", "lovely city")), user_id="u1", conversation_id="c")
+    item = fast_mem.get_memory(reply.data.memory_ids[0]).data
+    assert item.context is not None and item.context.before == ["Ana: I live in Paris"]
+
+
+def test_a_question_ranks_below_the_answer_it_asks_for(fast_mem: MemOS) -> None:
+    fast_mem.add_message(turns(("Ana", "I live in Porto"), ("Ana", "Where do I live?")), user_id="u1",
+                         conversation_id="c")  # fmt: skip
+    hits = fast_mem.search_memory("where does Ana live", user_id="u1").data.memory_detail_list
+    asks = next(h for h in hits if h.memory.endswith("Where do I live?"))
+    assert asks.score_details["question"] == -RetrievalConfig().question_weight
+    assert next(h for h in hits if h.memory.endswith("Porto")).score_details["question"] == 0.0
