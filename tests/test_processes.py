@@ -90,8 +90,10 @@ def test_two_processes_write_500_each_concurrently(tmp_path: Path, real_embedder
         assert seen_during > 0  # the watcher saw writes while they happened
 
         assert watcher.list_memories("shared", limit=1).data.total == 1000
-        # The watcher's in-memory vector view (loaded before the writers started) caught up
-        # with every vector the other processes committed: compare it with the database.
+        # The watcher's in-memory vector view (loaded before the writers started) catches up
+        # with every vector the other processes committed at its next search: compare it with
+        # the database (writes committed during the last poll are only seen by that search).
+        watcher.search_memory("crate", user_id="shared")
         view = set(watcher.store._cubes["user:shared"].ids)  # type: ignore[attr-defined]
         assert view == {r["ids"][0] for r in records}
         watcher.run_pending()
