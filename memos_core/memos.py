@@ -380,11 +380,14 @@ class MemOS:
                 refined[idx], vectors[idx] = self._read_image(item, images[item.id])
             elif item.status == MemoryStatus.ACTIVATED.value:
                 drafts += self._facts_of(item)
-        # The fast stage embedded each turn alone; its vector now gets the turns around it.
-        todo = [n for n, i in enumerate(refined) if i.context is not None and vectors[n] is None]
+        # The fast stage embedded this add's turns alone; their vectors now get the turns around
+        # them (an older duplicate merged into here has its contextual vector already).
+        mine = set(payload["memory_ids"])
+        todo = [
+            n for n, i in enumerate(refined) if i.id in mine and i.context is not None and vectors[n] is None
+        ]
         for n, vec in zip(todo, item_vectors(self.embedder, [refined[n] for n in todo]), strict=True):
             vectors[n] = vec
-        mine = set(payload["memory_ids"])
         self._extend_previous(
             payload.get("previous", []), [i for i in refined if i.id in mine], refined, vectors
         )

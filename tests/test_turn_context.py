@@ -370,7 +370,7 @@ def test_near_tied_scores_never_overflow() -> None:
     from memos_core.retrieval import _Standard
 
     std = _Standard.of([ScoredId(0.9, "a"), ScoredId(0.9000001, "b"), ScoredId(0.9000002, "c")])
-    assert np.isfinite(std.z(-1.0)) and np.isfinite(std.z(None))
+    assert std.floor - 3.0 <= std.z(-1.0) <= 50.0 and np.isfinite(std.z(None))  # unbounded: -1.2e7
     wide = _Standard.of([ScoredId(s, str(s)) for s in (0.1, 0.5, 0.9)])
     assert wide.z(-1e9) >= wide.floor - 3.0
 
