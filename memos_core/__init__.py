@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from .cube import MemCube
+from .cube import FORMS, MemCube, forms_key, forms_summary
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder, default_embedder
 from .errors import (
     ConflictError,
@@ -62,6 +62,7 @@ from .stores.sqlite import SqliteStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "FORMS",
     "LLM",
     "AddData",
     "CachingEmbedder",
@@ -117,6 +118,8 @@ __all__ = [
     "__version__",
     "default_embedder",
     "evaluate",
+    "forms_key",
+    "forms_summary",
     "kb_cube_id",
     "parse_filter",
     "structured",

@@ -177,11 +177,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from .cube import forms_summary
     from .stores.sqlite import SqliteStore
 
     store = SqliteStore.from_path(args.path)
     store.setup()
-    print(json.dumps(store.stats(), indent=2, ensure_ascii=False))
+    stats = store.stats()
+    forms = forms_summary(store)
+    if forms:  # what lives in which form: plaintext, activation caches, LoRA adapters
+        stats["forms"] = forms
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
     store.close()
     return 0
 

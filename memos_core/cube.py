@@ -32,11 +32,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
 from .errors import ConflictError, InvalidInputError, PermissionDeniedError
+from .filters import parse_filter
 from .ports import Embedder, ListItems, MemoryStore, PutItems, PutRecords
 from .reader import item_vectors
-from .schema import MemoryItem, SourceRef, utcnow
+from .schema import MemoryItem, MemoryStatus, SourceRef, utcnow
 
-__all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "SEP", "MemCube"]
+__all__ = ["CUBE_FORMAT", "CUBE_FORMAT_VERSION", "FORMS", "SEP", "MemCube", "forms_key", "forms_summary"]
 
 CUBE_FORMAT = "memos-cube"
 CUBE_FORMAT_VERSION = 2  # 2: items may carry a context
@@ -45,7 +46,49 @@ READABLE_VERSIONS = (1, 2)
 #: Separator between the parts of a record key (ids cannot contain control characters).
 SEP = "\x1f"
 CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user", "doc", "working"
+#: Records of a cube's activation caches and adapters (written by kv_accel; key
+#: ``cube_id SEP form SEP name``; value has ``form`` and ``memories``: ``[[id, version], ...]``).
+FORMS = "forms"
 _PAGE = 1000
+
+
+def forms_key(cube_id: str, form: str, name: str) -> str:
+    """The :data:`FORMS` record key of one artefact (``form``: activation or parametric)."""
+    return f"{cube_id}{SEP}{form}{SEP}{name}"
+
+
+def forms_summary(store: MemoryStore) -> dict[str, dict[str, Any]]:
+    """Per cube: how many active memories it holds as plaintext, and each activation cache and
+    LoRA adapter built from them (records in :data:`FORMS`, written by kv_accel) with how many
+    source memories it holds and whether it is still valid. An artefact is stale once any of
+    its source memories was updated, deleted or archived after it was built; kv_accel then
+    rebuilds it lazily and never uses it stale. ``activation`` / ``parametric`` count the
+    memories held by valid artefacts of that form. Cubes without artefacts are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, record in store.list_records(FORMS):
+        cube_id, _, name = key.partition(SEP)
+        memories = [(str(i), int(v)) for i, v in record.get("memories", [])]
+        current = store.get([i for i, _ in memories]) if memories else []
+        stale = sum(
+            1
+            for (_, version), item in zip(memories, current, strict=True)
+            if item is None or item.status != MemoryStatus.ACTIVATED.value or item.version != version
+        )
+        cube = out.setdefault(cube_id, {"artefacts": {}})
+        cube["artefacts"][name.replace(SEP, "/")] = {
+            **{k: v for k, v in record.items() if k != "memories"},
+            "memories": len(memories),
+            "valid": stale == 0,
+            "stale_memories": stale,
+        }
+    active = parse_filter({"status": MemoryStatus.ACTIVATED.value})
+    for cube_id, cube in out.items():
+        cube["plaintext"] = store.list_items([cube_id], active, limit=1)[1]
+        for form in ("activation", "parametric"):
+            cube[form] = sum(
+                a["memories"] for a in cube["artefacts"].values() if a.get("form") == form and a["valid"]
+            )
+    return out
 
 
 def _sha256(path: Path) -> str:

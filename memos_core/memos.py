@@ -23,7 +23,7 @@ from typing import Any, Literal
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
-from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, WORKING, MemCube
+from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, WORKING, MemCube, forms_summary
 from .cube import SEP as _SEP
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import (
@@ -1315,8 +1315,16 @@ class MemOS:
     # ------------------------------------------------------------------ introspection
 
     def stats(self) -> dict[str, Any]:
-        """Items per cube and status, tasks per status, store size."""
+        """Items per cube and status, tasks per status, store size, and what lives in which
+        form (:meth:`forms`)."""
         stats = getattr(self.store, "stats", None)
         out: dict[str, Any] = stats() if stats is not None else {}
         out["embedding_model"] = self.embedder.model_id
+        forms = self.forms()
+        if forms:
+            out["forms"] = forms
         return out
+
+    def forms(self) -> dict[str, dict[str, Any]]:
+        """What lives in which form, per cube (see :func:`memos_core.cube.forms_summary`)."""
+        return forms_summary(self.store)

@@ -21,8 +21,8 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .errors import ConflictError, LeaseLostError, RequestError, RuntimeFailure, TaskNotFoundError
-from .ports import CompleteTask, MemoryStore, Op, TaskQueue
-from .schema import Task, TaskStatus
+from .ports import CompleteTask, EnqueueTask, MemoryStore, Op, TaskQueue
+from .schema import Task, TaskStatus, new_id, utcnow
 
 __all__ = ["Handler", "MemScheduler"]
 
@@ -92,6 +92,32 @@ class MemScheduler:
             if thread is not None:
                 thread.join(timeout)
         self._thread = self._beat = None
+
+    def register(self, kind: str, handler: Handler) -> None:
+        """Run tasks of ``kind`` with ``handler`` (plugins add their background jobs this way).
+
+        Tasks are durable, so a task of ``kind`` enqueued by another process is run by any
+        scheduler that registered ``kind``; one that never did fails the task with "no handler"."""
+        if not kind or not isinstance(kind, str):
+            raise RequestError(f"task kind must be a non-empty string, not {kind!r}")
+        self.handlers[kind] = handler
+
+    def submit(self, kind: str, payload: dict[str, Any], *, memory_ids: Sequence[str] = ()) -> Task:
+        """Enqueue a durable task of a registered ``kind`` and wake the worker."""
+        if kind not in self.handlers:
+            raise RequestError(f"no handler is registered for task kind {kind!r}")
+        now = utcnow()
+        task = Task(
+            task_id=new_id(),
+            kind=kind,
+            status=TaskStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+            memory_ids=list(memory_ids),
+        )
+        self.store.batch([EnqueueTask(task, dict(payload))])
+        self.notify()
+        return task
 
     def notify(self) -> None:
         """A task was enqueued: look now instead of at the next poll."""

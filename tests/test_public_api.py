@@ -15,7 +15,7 @@ EXPECTED = {
     "Task", "TaskFailedError", "TaskNotFoundError", "TaskQueue", "TaskStatus", "VersionRecord",
     "WindowConfig", "__version__", "default_embedder", "evaluate", "parse_filter", "user_cube_id",
     "MemCube", "CubeNotFoundError", "LLMError", "LLMOutputError", "LLM", "OpenAIChatLLM", "TransformersLLM",
-    "structured", "kb_cube_id", "Context",
+    "structured", "kb_cube_id", "Context", "FORMS", "forms_key", "forms_summary",
 }  # fmt: skip
 
 
