@@ -84,7 +84,9 @@ def test_save_load_roundtrip_fp32_and_bf16(lm: LocalModel, tmp_path: Path) -> No
     cache = build_cache(lm, prompt.prefix_ids(1), source=source)
     back = KVCache.load(cache.save(tmp_path / "c.safetensors"))
     assert back.token_ids == cache.token_ids and back.source == source and back.model == cache.model
-    assert all(torch.equal(a, b) for a, b in zip(back.keys + back.values, cache.keys + cache.values, strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(back.keys + back.values, cache.keys + cache.values, strict=True)
+    )
     plain = greedy(lm, prompt.ids, max_new_tokens=16)
     assert greedy(lm, prompt.ids, cache=back, max_new_tokens=16, source=source) == plain
     half = KVCache.load(cache.astype("bfloat16").save(tmp_path / "h.safetensors"))

@@ -1,0 +1,202 @@
+"""Memory forms with the real model, store and embedder: the migration policy moves memories
+into activation (and parametric) memory from the reads and changes the store tracks; an update
+or delete of a source memory invalidates what was built from it, which is rebuilt lazily."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from kv_accel import (
+    LocalModel,
+    MemoryAugmentedGenerator,
+    MemoryForms,
+    MigrationPolicy,
+)
+from memos_core import InvalidInputError, MemOS, SentenceTransformerEmbedder, user_cube_id
+
+FACTS = [
+    "Alice lives in Paris and works as a nurse.",
+    "Alice has a black labrador named Rex.",
+    "Alice is allergic to peanuts.",
+    "Alice's sister Clara teaches mathematics in Lyon.",
+    "Alice plays the cello on Sundays.",
+    "Alice drives a green bicycle to work.",
+]
+CUBE = user_cube_id("alice")
+
+
+@pytest.fixture(scope="module")
+def lm() -> LocalModel:
+    return LocalModel.smollm2()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, real_embedder: SentenceTransformerEmbedder, lm: LocalModel
+) -> Iterator[tuple[MemOS, MemoryForms, Clock, list[str]]]:
+    mem = MemOS(tmp_path / "data", embedder=real_embedder, scheduler="inline")
+    ids = [mem.add_memory(f, user_id="alice").data.id for f in FACTS]
+    clock = Clock()
+    forms = MemoryForms(mem, lm, clock=clock, policy=MigrationPolicy(min_parametric=1000))
+    yield mem, forms, clock, ids
+    forms.bank.deactivate() if forms._bank is not None else None
+    mem.close()
+
+
+def _read(mem: MemOS, ids: list[str], times: int = 3) -> None:
+    for _ in range(times):
+        mem.store.touch(ids, datetime.now(timezone.utc))
+
+
+def test_policy_picks_memories_read_often_and_changed_rarely(
+    setup: tuple[MemOS, MemoryForms, Clock, list[str]],
+) -> None:
+    """Read ≥ hot_reads times and unchanged for stable_for → activation; reads alone or
+    stability alone are not enough; the prefix keeps creation order (stable across runs)."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:3])
+    _read(mem, ids[3:4], times=1)
+    assert forms.plan(CUBE).activation == []  # read often, but changed just now
+    clock.advance(hours=2)
+    plan = forms.plan(CUBE)
+    assert [m.id for m in plan.activation] == ids[:3]
+    assert plan.form_of(ids[0]) == "activation" and plan.form_of(ids[3]) == "plaintext"
+    assert plan.parametric == []
+    tight = MemoryForms(
+        mem, forms.lm, clock=clock, register=False, policy=MigrationPolicy(max_prefix_tokens=45)
+    )
+    assert 0 < len(tight.plan(CUBE).activation) < 3  # the token budget keeps the most-read that fit
+    with pytest.raises(InvalidInputError):
+        MigrationPolicy(hot_reads=-1)
+    with pytest.raises(InvalidInputError):
+        MigrationPolicy(stable_for=timedelta(hours=-1))
+
+
+def test_migration_builds_the_cache_and_stats_show_what_lives_where(
+    setup: tuple[MemOS, MemoryForms, Clock, list[str]], tmp_path: Path
+) -> None:
+    """A migration builds the cube's prefix cache (a safetensors file in the cube's activation
+    folder) and records it; MemOS.stats() and `memos stats` report 3 memories in activation
+    memory out of 6 plaintext; a second run keeps it."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:3])
+    clock.advance(hours=2)
+    report = forms.migrate(CUBE)
+    assert report.activation == "built" and report.cache_tokens > 40
+    files = list((forms.root).rglob("activation/*.safetensors"))
+    assert len(files) == 1
+    summary = mem.stats()["forms"][CUBE]
+    assert summary["plaintext"] == 6 and summary["activation"] == 3 and summary["parametric"] == 0
+    artefact = summary["artefacts"]["activation/prefix"]
+    assert artefact["valid"] and artefact["tokens"] == report.cache_tokens and artefact["bytes"] > 0
+    assert forms.migrate(CUBE).activation == "kept"
+    out = subprocess.run(
+        [sys.executable, "-m", "memos_core.cli", "--path", str(tmp_path / "data"), "stats"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["forms"][CUBE]["activation"] == 3
+
+
+def test_generation_with_the_cube_cache_equals_generation_without(
+    setup: tuple[MemOS, MemoryForms, Clock, list[str]],
+) -> None:
+    """The transformers hook answers token for token the same with the activation cache as
+    with the whole prompt prefilled, and says how many prompt tokens came from the cache."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:3])
+    clock.advance(hours=2)
+    forms.migrate(CUBE)
+    lm = forms.lm
+    cached = MemoryAugmentedGenerator(lm.model, lm.tokenizer, mem, "alice", forms=forms, top_k=2)
+    plain = MemoryAugmentedGenerator(
+        lm.model, lm.tokenizer, mem, "alice", forms=forms, top_k=2, use_cache=False
+    )
+    for question in ("What is Alice's dog called?", "Where does Alice's sister teach?"):
+        a = cached.generate(question, max_new_tokens=20)
+        b = plain.generate(question, max_new_tokens=20)
+        assert a.token_ids == b.token_ids and a.text
+        assert a.cached_tokens > 40 and b.cached_tokens == 0
+        assert a.stable_memory_ids == ids[:3]
+        assert not set(a.retrieved_memory_ids) & set(ids[:3])  # not repeated in the prompt
+
+
+def test_update_or_delete_invalidates_and_the_cache_is_rebuilt_lazily(
+    setup: tuple[MemOS, MemoryForms, Clock, list[str]],
+) -> None:
+    """Updating a source memory makes its cache stale at once (stats say so); the next use
+    rebuilds it with the new text instead of using the old one; a delete likewise drops the
+    memory from the prefix."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:3])
+    clock.advance(hours=2)
+    forms.migrate(CUBE)
+    mem.update_memory(ids[1], memory="Alice has a white poodle named Snow.", user_id="alice")
+    assert mem.stats()["forms"][CUBE]["artefacts"]["activation/prefix"]["valid"] is False
+    assert mem.stats()["forms"][CUBE]["activation"] == 0
+    stable, cache = forms.activation(CUBE)
+    assert cache is not None
+    assert [m.id for m in stable] == ids[:3]
+    assert "Snow" in lm_text(forms, cache.token_ids) and "Rex" not in lm_text(forms, cache.token_ids)
+    assert mem.stats()["forms"][CUBE]["artefacts"]["activation/prefix"]["valid"] is True
+    mem.delete_memory([ids[0]], user_id="alice")
+    stable, cache = forms.activation(CUBE)
+    assert cache is not None and [m.id for m in stable] == ids[1:3]
+    assert "Paris" not in lm_text(forms, cache.token_ids)
+    assert len(list(forms.root.rglob("activation/*.safetensors"))) == 1  # old files removed
+
+
+def lm_text(forms: MemoryForms, token_ids: list[int]) -> str:
+    text: str = forms.lm.tokenizer.decode(token_ids)
+    return text
+
+
+def test_a_grown_prefix_reuses_the_old_cache(setup: tuple[MemOS, MemoryForms, Clock, list[str]]) -> None:
+    """When a newer memory becomes hot it is appended to the prefix (creation order), so the
+    migration extends the old cache, prefilling only the new memory's tokens."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:2])
+    clock.advance(hours=2)
+    first = forms.migrate(CUBE)
+    _read(mem, ids[4:5])
+    second = forms.migrate(CUBE)
+    assert second.activation == "extended"
+    assert second.reused_tokens >= first.cache_tokens - 1
+    assert second.cache_tokens > first.cache_tokens
+
+
+def test_migration_runs_as_a_durable_scheduler_task(
+    setup: tuple[MemOS, MemoryForms, Clock, list[str]],
+) -> None:
+    """forms.schedule() queues a kv_migrate task on the MemOS scheduler; running it builds
+    the cache and completes the task."""
+    mem, forms, clock, ids = setup
+    _read(mem, ids[:3])
+    clock.advance(hours=2)
+    task_id = forms.schedule(CUBE)
+    mem.run_pending()
+    assert mem.get_task_status(task_id).data[0].status.value == "completed"
+    assert mem.stats()["forms"][CUBE]["activation"] == 3
