@@ -75,6 +75,8 @@ class MigrationPolicy:
             (a smaller prefix; answers then rely on the adapter having learned them, which a
             small model does only partly: off by default).
         max_candidates: most-read memories considered per cube and run.
+        check_every: how often use of a cube (:meth:`MemoryForms.touch`, called by the
+            generator after each answer) queues a migration run for it.
     """
 
     hot_reads: int = 3
@@ -85,6 +87,7 @@ class MigrationPolicy:
     max_prefix_tokens: int = 2048
     parametric_leaves_prefix: bool = False
     max_candidates: int = 2000
+    check_every: timedelta = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         for name in (
@@ -97,7 +100,7 @@ class MigrationPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if "reads" in name else 1):
                 raise InvalidInputError(f"MigrationPolicy.{name} must be a positive integer, not {value!r}")
-        for name in ("stable_for", "parametric_after"):
+        for name in ("stable_for", "parametric_after", "check_every"):
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value < timedelta(0):
                 raise InvalidInputError(
@@ -206,6 +209,7 @@ class MemoryForms:
         self._loaded: dict[str, tuple[str, KVCache]] = {}  # cube -> (file, cache) last used
         self._bank: Any | None = None
         self._queued: set[str] = set()  # cubes with a migration queued by activation()
+        self._checked: dict[str, datetime] = {}  # cube -> when use last queued a migration
         # One lock with the model's: adapters and caches are process state that a migration
         # and a generation must not change under each other (one lock, so no lock order).
         self._lock = lm.lock
@@ -260,6 +264,17 @@ class MemoryForms:
     def schedule(self, cube_id: str) -> str:
         """Queue a migration of ``cube_id`` on the MemOS scheduler; returns the task id."""
         return self.memos.scheduler.submit(MIGRATE, {"cube_id": cube_id}).task_id
+
+    def touch(self, cube_id: str) -> str | None:
+        """Note a use of the cube: at most every ``policy.check_every`` this queues a
+        migration run in the background, so the policy follows how memories are read and
+        changed without anyone calling :meth:`migrate`. Returns the queued task's id."""
+        now = self.clock()
+        last = self._checked.get(cube_id)
+        if last is not None and now - last < self.policy.check_every:
+            return None
+        self._checked[cube_id] = now
+        return self.schedule(cube_id)
 
     def _handle(self, payload: dict[str, Any]) -> list[Any]:
         # The records are written before the task completes (a rerun finds them and keeps

@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from memos_core import InvalidInputError, MemOS, user_cube_id
 
-from .activation import greedy, render_prompt
+from .activation import KVCache, StaleCacheError, build_cache, extend_cache, greedy, render_prompt
 from .forms import DEFAULT_SYSTEM, MemoryForms
 from .model import LocalModel
 
@@ -33,7 +34,7 @@ class Generation:
     text: str
     token_ids: list[int]
     prompt_tokens: int
-    cached_tokens: int  # prompt tokens whose keys and values came from the activation cache
+    cached_tokens: int  # prompt tokens whose keys and values were computed before this call
     stable_memory_ids: list[str]
     retrieved_memory_ids: list[str]
     adapter: str | None
@@ -56,6 +57,10 @@ class MemoryAugmentedGenerator:
             repeated).
         use_cache: inject the cube's activation cache (off: the same prompt, fully prefilled).
         system: the system prompt (must match ``forms.system`` for the cache to apply).
+        migrate: queue a background migration of the cube now and then (every
+            ``policy.check_every``) as it is used.
+        recent_caches: how many caches of "cube prefix + a question's retrieved memories"
+            to keep in memory (a repeated or similar question then prefills only itself).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class MemoryAugmentedGenerator:
         use_cache: bool = True,
         max_new_tokens: int = 64,
         system: str | None = None,
+        migrate: bool = True,
+        recent_caches: int = 8,
     ) -> None:
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInputError("user_id must be a non-empty string")
@@ -91,6 +98,9 @@ class MemoryAugmentedGenerator:
         self.top_k = top_k
         self.use_cache = use_cache
         self.max_new_tokens = max_new_tokens
+        self.migrate = migrate
+        self.recent_caches = max(0, recent_caches)
+        self._recent: OrderedDict[tuple[int, ...], KVCache] = OrderedDict()
 
     @property
     def cube_id(self) -> str:
@@ -101,18 +111,16 @@ class MemoryAugmentedGenerator:
     ) -> Generation:
         """Answer ``question`` with the user's memories."""
         started = time.perf_counter()
+        hits = []
+        if self.top_k:  # outside the model lock: other users' generations need not wait for it
+            hits = self.memos.search_memory(
+                question, user_id=self.user_id, conversation_id=conversation_id, top_k=self.top_k
+            ).data.memory_detail_list
         with self.lm.lock:  # adapters and caches must not change under one generation
-            # The prompt is the same either way; without the cache it is all prefilled.
+            # The prompt is the same with or without caches; without them it is all prefilled.
             stable, cache = self.forms.activation(self.cube_id)
-            if not self.use_cache:
-                cache = None
             held = {m.id for m in stable}
-            retrieved = []
-            if self.top_k:
-                hits = self.memos.search_memory(
-                    question, user_id=self.user_id, conversation_id=conversation_id, top_k=self.top_k
-                ).data.memory_detail_list
-                retrieved = [h for h in hits if h.id not in held]
+            retrieved = [h for h in hits if h.id not in held]
             prompt = render_prompt(
                 self.lm.tokenizer,
                 self.system,
@@ -121,17 +129,50 @@ class MemoryAugmentedGenerator:
                 question,
             )
             ids = prompt.ids
-            out = greedy(self.lm, ids, cache=cache, max_new_tokens=max_new_tokens or self.max_new_tokens)
+            use, reused = None, 0
+            if self.use_cache:
+                use, reused = self._with_retrieved(cache, prompt.prefix_ids(2))
+            out = greedy(self.lm, ids, cache=use, max_new_tokens=max_new_tokens or self.max_new_tokens)
             adapter = self.lm.active_adapter()
+        if self.migrate:
+            self.forms.touch(self.cube_id)  # the policy runs in the background now and then
         text = self.lm.tokenizer.decode(out, skip_special_tokens=True).strip()
-        cached = cache.n_tokens if cache is not None else 0
         return Generation(
             text=text,
             token_ids=out,
             prompt_tokens=len(ids),
-            cached_tokens=min(cached, len(ids) - 1),
+            cached_tokens=min(reused, len(ids) - 1),
             stable_memory_ids=[m.id for m in stable],
             retrieved_memory_ids=[h.id for h in retrieved],
             adapter=adapter,
             seconds=time.perf_counter() - started,
+            details={"prefix_tokens": cache.n_tokens if cache is not None else 0},
         )
+
+    def _with_retrieved(self, prefix: KVCache | None, ids: list[int]) -> tuple[KVCache | None, int]:
+        """A cache of the cube prefix plus this question's retrieved memories, and how many of
+        its tokens were computed before this call. Kept in a small LRU keyed by the ids, so a
+        question that retrieves the same memories again prefills only itself. Building one
+        costs the same prefill generation would pay without it."""
+        key = tuple(ids)
+        hit = self._recent.get(key)
+        if hit is not None:
+            try:
+                hit.check(self.lm)
+                self._recent.move_to_end(key)
+                return hit, hit.n_tokens
+            except StaleCacheError:
+                del self._recent[key]
+        if not ids:
+            return prefix, 0
+        reused = 0
+        if prefix is not None:
+            built = extend_cache(self.lm, prefix, ids)
+            reused = int(built.meta.get("reused_tokens", 0))
+        else:
+            built = build_cache(self.lm, ids)
+        if self.recent_caches:
+            self._recent[key] = built
+            while len(self._recent) > self.recent_caches:
+                self._recent.popitem(last=False)
+        return built, reused

@@ -142,6 +142,10 @@ def test_generation_with_the_cube_cache_equals_generation_without(
         assert a.cached_tokens > 40 and b.cached_tokens == 0
         assert a.stable_memory_ids == ids[:3]
         assert not set(a.retrieved_memory_ids) & set(ids[:3])  # not repeated in the prompt
+        # asked again: the prefix + retrieved memories come from the in-memory LRU
+        again = cached.generate(question, max_new_tokens=20)
+        assert again.token_ids == a.token_ids and again.retrieved_memory_ids
+        assert again.cached_tokens > again.details["prefix_tokens"] == a.details["prefix_tokens"]
 
 
 def test_update_or_delete_invalidates_and_the_cache_is_rebuilt_lazily(
