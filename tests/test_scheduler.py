@@ -158,3 +158,33 @@ def test_a_long_handler_keeps_its_lease_by_heartbeat(store: SqliteStore) -> None
     assert not stolen
     task = store.get_task(tid)
     assert task is not None and task.status == TaskStatus.COMPLETED and task.attempts == 1
+
+
+def test_plugins_register_task_kinds_and_submit_durable_tasks(store: SqliteStore) -> None:
+    """register() adds a task kind (how kv_accel runs migrations); submit() enqueues it durably
+    and its ops commit with the completion. An unregistered kind is refused at submit, and a
+    scheduler that never registered it fails the task instead of dropping it."""
+    from memos_core import RequestError
+    from memos_core.ports import PutRecords
+
+    seen: list[dict[str, Any]] = []
+
+    def handler(payload: dict[str, Any]) -> Sequence[Op]:
+        seen.append(payload)
+        return [PutRecords("plugin", {payload["key"]: {"done": True}})]
+
+    sched = MemScheduler(store, {})
+    sched.register("plugin_job", handler)
+    task = sched.submit("plugin_job", {"key": "k1"}, memory_ids=["m1"])
+    assert task.status == TaskStatus.QUEUED and task.memory_ids == ["m1"]
+    done = run_until(sched, store, task.task_id, TaskStatus.COMPLETED)
+    assert done.status == TaskStatus.COMPLETED and seen == [{"key": "k1"}]
+    assert store.get_record("plugin", "k1") == {"done": True}
+    with pytest.raises(RequestError, match="no handler"):
+        sched.submit("unknown_job", {})
+    with pytest.raises(RequestError):
+        sched.register("", handler)
+    other = sched.submit("plugin_job", {"key": "k2"})
+    stranger = MemScheduler(store, {}, max_attempts=1)
+    failed = run_until(stranger, store, other.task_id, TaskStatus.FAILED)
+    assert "no handler" in (failed.error or "")
