@@ -4,8 +4,8 @@ Two memory chunks are rendered through the chat template as the prompt's stable 
 (system prompt + memories) and volatile block ``B`` (more memories + end of the system turn).
 ``A`` and ``B`` are cached alone and put together in several ways; each way is scored against
 the joint prefill of ``A + B`` by the mean KL divergence of the next-token distributions over
-the joint cache's own greedy answer to each question (teacher-forced, question turn fed but
-not scored)::
+the answer the memories support (teacher-forced; the question turn is fed but not scored),
+for questions alternating between facts in ``A`` and facts in ``B``::
 
     .venv/bin/python benchmarks/kv_compose.py --out /tmp/kv_compose.json
     .venv/bin/python benchmarks/kv_compose.py --smoke          # seconds; checks it runs
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kv_accel.activation import KVCache, build_cache, extend_cache, greedy, render_prompt
+from kv_accel.activation import KVCache, build_cache, extend_cache, render_prompt
 from kv_accel.compose import answer_kl, compose
 from kv_accel.model import LocalModel
 
@@ -59,32 +59,38 @@ def statements(people: range) -> list[str]:
     return out
 
 
-def questions(people_a: range, people_b: range) -> list[str]:
-    """Questions about both chunks, alternating A and B."""
-    qs = []
+def qa_pairs(people_a: range, people_b: range) -> list[tuple[str, str]]:
+    """Questions with the answers the memories support, alternating between A and B."""
+    pairs = []
     for i, j in zip(people_a, people_b, strict=False):
-        qs += [f"Where does {NAMES[i]} live?", f"What pet does {NAMES[j]} have?"]
-        qs += [f"What is {NAMES[j]}'s job?", f"Which instrument did {NAMES[i]} start learning?"]
-    return qs
+        pairs += [
+            (f"Where does {NAMES[i]} live?", f"{NAMES[i]} lives in {CITIES[i]}."),
+            (f"What pet does {NAMES[j]} have?", f"{NAMES[j]} has {PETS[j % len(PETS)]} at home."),
+            (f"What is {NAMES[j]}'s job?", f"{NAMES[j]} works as a {JOBS[j % len(JOBS)]}."),
+            (
+                f"Which instrument did {NAMES[i]} start learning?",
+                f"{NAMES[i]} started learning the {INSTRUMENTS[i % 6]} in {2010 + i}.",
+            ),
+        ]
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--people", type=int, default=6, help="people per chunk (6 -> ~530 tokens)")
-    ap.add_argument("--questions", type=int, default=6, help="question/answer pairs scored")
-    ap.add_argument("--answer-tokens", type=int, default=20, help="greedy answer length (teacher-forced)")
+    ap.add_argument("--questions", type=int, default=12, help="question/answer pairs scored")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    ap.add_argument("--smoke", action="store_true", help="2 people per chunk, 2 questions, 8 answer tokens")
+    ap.add_argument("--smoke", action="store_true", help="2 people per chunk, 2 questions")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.people, args.questions, args.answer_tokens = 2, 2, 8
+        args.people, args.questions = 2, 2
 
     lm = LocalModel.smollm2(num_threads=args.threads)
     people_a, people_b = range(args.people), range(args.people, 2 * args.people)
     stable, volatile = statements(people_a), statements(people_b)
-    qs = questions(people_a, people_b)[: args.questions]
-    prompts = [render_prompt(lm.tokenizer, SYSTEM, stable, volatile, q) for q in qs]
+    pairs = qa_pairs(people_a, people_b)[: args.questions]
+    prompts = [render_prompt(lm.tokenizer, SYSTEM, stable, volatile, q) for q, _ in pairs]
     ids_a, ids_b = list(prompts[0].segment_ids[0]), list(prompts[0].segment_ids[1])
 
     started = time.perf_counter()
@@ -113,11 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     timed("drop B", lambda: a)
 
     per_question: dict[str, list[float]] = {name: [] for name in variants}
-    answers = []
-    for q, p in zip(qs, prompts, strict=True):
+    for (_, text), p in zip(pairs, prompts, strict=True):
         question = list(p.segment_ids[2])
-        answer = greedy(lm, ids_a + ids_b + question, cache=joint, max_new_tokens=args.answer_tokens)
-        answers.append({"question": q, "answer": lm.tokenizer.decode(answer, skip_special_tokens=True)})
+        answer = lm.tokenizer.encode(text, add_special_tokens=False)
         for name, (cache, _) in variants.items():
             # drop B: the question follows A directly (B's memories and end of turn are gone)
             per_question[name].append(answer_kl(lm, cache, joint, answer, prompt_ids=question))
@@ -139,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.2f}"
         print(f"{r['method']:<20} {r['mean_kl']:>8.4f} {r['min_kl']:>8.4f} {r['max_kl']:>8.4f} {secs:>8}")
     print(f"(prefilling B alone took {prefill_b:.2f} s)")
-    for qa in answers:
-        print(f"  {qa['question']!r} -> {qa['answer']!r}")
 
     if args.out:
         result = {
@@ -149,14 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             "model": lm.name,
             "tokens_a": len(ids_a),
             "tokens_b": len(ids_b),
-            "questions": len(qs),
-            "answer_tokens": args.answer_tokens,
+            "qa_pairs": [list(p) for p in pairs],
             "threads": args.threads,
             "prefill_b_seconds": round(prefill_b, 3),
             "machine": platform.platform(),
             "rows": rows,
             "per_question": {k: [round(x, 4) for x in v] for k, v in per_question.items()},
-            "answers": answers,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
