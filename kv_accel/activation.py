@@ -317,6 +317,8 @@ def extend_cache(
         if rest:
             _forward(lm, rest, dynamic)
         out = _from_dynamic(dynamic, token_ids, cache.model, source=source)
+    # an approximate (composed) prefix stays marked as such in everything grown from it
+    out.meta.update({k: cache.meta[k] for k in ("composed", "exact", "method") if k in cache.meta})
     out.meta["reused_tokens"] = keep
     out.meta["prefilled_tokens"] = len(rest)
     return out
