@@ -595,11 +595,12 @@ def distil(
     weights are frozen). An adapter already loaded as ``name`` is replaced.
 
     Afterwards the previous state is restored: the adapter that was active before is active
-    again, and if none was, adapters are off. Use :class:`AdapterBank` to switch to ``name``.
+    again (the new one, if it replaced an active ``name``), and if none was, adapters are off.
+    Use :class:`AdapterBank` to switch to ``name``.
 
     ``metrics`` records ``loss_before`` / ``loss_after`` (mean answer-token loss on the
-    training examples), ``steps``, ``seconds``, ``seconds_per_step``, ``examples``,
-    ``answer_tokens`` and ``trainable_params``.
+    training examples), ``steps``, ``seconds`` and ``seconds_per_step`` (the optimiser steps
+    alone), ``examples``, ``answer_tokens`` and ``trainable_params``.
 
     Raises:
         InvalidInputError: no memories, a malformed memory, a bad name or settings that do
@@ -628,7 +629,6 @@ def distil(
         previous = _active(lm)
         if name in _loaded(lm):
             _detach(lm, name)
-            previous = None if previous == name else previous
         trained = False
         try:
             with torch.random.fork_rng(devices=[]):
@@ -681,7 +681,7 @@ def distil(
                 p.requires_grad_(False)
             if not trained and name in _loaded(lm):
                 _detach(lm, name)
-            _set_state(lm, previous)
+            _set_state(lm, previous if previous in _loaded(lm) else None)
 
     metrics = {
         "loss_before": round(loss_before, 4),

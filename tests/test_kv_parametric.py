@@ -3,8 +3,8 @@ user's memories learns them (held-out questions included), saves and loads exact
 per user on one base model, and never touches the base weights.
 
 Two CI-sized adapters are trained once per module (~20 s on 2 shared CPUs): ``alice`` on
-three memories, ``bob`` on two. The training settings are smaller than the defaults
-(5 and 3 steps, lr 4e-3) to keep the file within about a minute.
+three memories (8 steps), ``bob`` on two (3 steps), both at lr 6e-3: fewer steps at a higher
+rate than the defaults (20 at 2e-3), to keep the file within about a minute.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def bank(trained: Trained) -> AdapterBank:
 def test_distil_lowers_the_answer_loss_on_held_out_questions(trained: Trained, bank: AdapterBank) -> None:
     """The adapter learns the facts, not just the training questions: paraphrased questions
     it never saw get a much lower answer loss than with the base model (measured 3.38 ->
-    0.76; training set 3.75 -> 0.76). If this fails, look at the loss mask (labels -100 on
+    0.08; training set 3.75 -> 0.12). If this fails, look at the loss mask (labels -100 on
     the prompt) and whether the optimiser sees the adapter's parameters."""
     metrics = trained.alice.metrics
     assert metrics["loss_after"] < metrics["loss_before"] - 1.5
@@ -167,16 +167,16 @@ def test_deactivate_restores_the_base_logits_exactly(trained: Trained, bank: Ada
 
 def test_each_user_gets_their_own_adapter(trained: Trained, bank: AdapterBank) -> None:
     """Swapping adapters on one base model: each user's adapter answers that user's facts
-    (measured held-out loss: alice 0.76 with hers vs 2.87 with bob's; bob 1.36 with his vs
-    2.44 with alice's), and ``using`` restores whatever was active before."""
+    (measured held-out loss: alice's 0.08 with hers vs 2.91 with bob's; bob's 0.98 with his
+    vs 4.66 with alice's), and ``using`` restores whatever was active before."""
     lm = trained.lm
     losses = {}
     for user in ("alice", "bob"):
         with bank.using(user):
             assert bank.active == user
             losses[user] = (answer_loss(lm, ALICE_HELD_OUT), answer_loss(lm, BOB_HELD_OUT))
-    assert losses["alice"][0] < losses["bob"][0] - 1.0
-    assert losses["bob"][1] < losses["alice"][1] - 0.5
+    assert losses["alice"][0] < losses["bob"][0] - 1.5
+    assert losses["bob"][1] < losses["alice"][1] - 1.5
     bank.activate("bob")
     with bank.using("alice"):
         assert bank.active == "alice"
@@ -379,4 +379,22 @@ def test_bad_distil_arguments_are_refused(trained: Trained) -> None:
         distil(lm, [("m", "1", "Alice lives in Lisbon.")], name="x")  # type: ignore[list-item]
     with pytest.raises(InvalidInputError):
         answer_loss(lm, [])
+    with pytest.raises(InvalidInputError, match="attach"):
+        distil(lm, ALICE, name="x", settings=LoraSettings(targets=("no_such_module",), steps=1))
+    assert AdapterBank(lm).active is None
     assert "x" not in AdapterBank(lm).loaded
+
+
+def test_retraining_an_active_adapter_replaces_it_and_keeps_it_active(trained: Trained) -> None:
+    """Distilling again under a loaded name replaces that adapter; if it was the active one,
+    the new one is active afterwards (the user's adapter, refreshed)."""
+    lm, bank = trained.lm, AdapterBank(trained.lm)
+    first = distil(lm, BOB[:1], name="carol", settings=LoraSettings(steps=1, lr=6e-3))
+    bank.activate("carol")
+    before = lm.fingerprint().adapter
+    second = distil(lm, BOB[:1], name="carol", settings=LoraSettings(steps=1, lr=6e-3, seed=1), progress=True)
+    assert bank.active == "carol" and list(bank.loaded).count("carol") == 1
+    assert lm.fingerprint().adapter != before
+    assert first.source == second.source and first.settings != second.settings
+    bank.unload("carol")
+    assert bank.active is None
