@@ -624,18 +624,19 @@ def distil(
     pad = _pad_id(lm.tokenizer)
     order = random.Random(settings.seed)
 
+    # Train under a scratch name, so an adapter already loaded as ``name`` survives a failure.
+    scratch = f"{name}--distil"
     with lm.lock:
         base = base_fingerprint(lm)
         previous = _active(lm)
-        if name in _loaded(lm):
-            _detach(lm, name)
-        trained = False
+        if scratch in _loaded(lm):
+            _detach(lm, scratch)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(settings.seed)
-                _attach(lm, name, settings)
-                _set_state(lm, name)
-                params = _lora_params(lm, name)
+                _attach(lm, scratch, settings)
+                _set_state(lm, scratch)
+                params = _lora_params(lm, scratch)
                 for p in lm.model.parameters():
                     p.requires_grad_(False)
                 for p in params:
@@ -672,29 +673,34 @@ def distil(
             peft = peft_mod()
             weights = {
                 k: v.detach().clone()
-                for k, v in peft.get_peft_model_state_dict(lm.model, adapter_name=name).items()
+                for k, v in peft.get_peft_model_state_dict(lm.model, adapter_name=scratch).items()
             }
-            trained = True
+            metrics = {
+                "loss_before": round(loss_before, 4),
+                "loss_after": round(loss_after, 4),
+                "steps": settings.steps,
+                "seconds": round(seconds, 3),
+                "seconds_per_step": round(seconds / settings.steps, 3),
+                "examples": len(items),
+                "answer_tokens": sum(1 for e in items for t in e.labels if t != -100),
+                "trainable_params": sum(int(p.numel()) for p in params),
+            }
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            adapter = Adapter(name, settings, source, base, weights, metrics, created)
+            # swap the trained weights in under ``name`` while the scratch adapter still holds
+            # the peft wrapper (detaching the last adapter would unwrap the model)
+            _set_state(lm, None)
+            if name in _loaded(lm):
+                _detach(lm, name)
+            _add_weights(lm, name, adapter)
         finally:
             lm.model.eval()
             for p in lm.model.parameters():
                 p.requires_grad_(False)
-            if not trained and name in _loaded(lm):
-                _detach(lm, name)
+            if scratch in _loaded(lm):
+                _detach(lm, scratch)
             _set_state(lm, previous if previous in _loaded(lm) else None)
-
-    metrics = {
-        "loss_before": round(loss_before, 4),
-        "loss_after": round(loss_after, 4),
-        "steps": settings.steps,
-        "seconds": round(seconds, 3),
-        "seconds_per_step": round(seconds / settings.steps, 3),
-        "examples": len(items),
-        "answer_tokens": sum(1 for e in items for t in e.labels if t != -100),
-        "trainable_params": sum(int(p.numel()) for p in params),
-    }
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Adapter(name, settings, source, base, weights, metrics, created)
+    return adapter
 
 
 # ----------------------------------------------------------------------------- the bank

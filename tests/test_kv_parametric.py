@@ -379,9 +379,15 @@ def test_bad_distil_arguments_are_refused(trained: Trained) -> None:
         distil(lm, [("m", "1", "Alice lives in Lisbon.")], name="x")  # type: ignore[list-item]
     with pytest.raises(InvalidInputError):
         answer_loss(lm, [])
+    bank = AdapterBank(lm)
+    with bank.using("alice"):
+        alice_logits = _logits(lm)
+    # a failed retraining leaves the adapter it would have replaced as it was
     with pytest.raises(InvalidInputError, match="attach"):
-        distil(lm, ALICE, name="x", settings=LoraSettings(targets=("no_such_module",), steps=1))
-    assert AdapterBank(lm).active is None
+        distil(lm, ALICE, name="alice", settings=LoraSettings(targets=("no_such_module",), steps=1))
+    assert bank.active is None and set(bank.loaded) == {"alice", "bob"}
+    with bank.using("alice"):
+        assert torch.equal(_logits(lm), alice_logits)
     assert "x" not in AdapterBank(lm).loaded
 
 
