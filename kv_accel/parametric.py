@@ -56,6 +56,7 @@ __all__ = [
     "LoraSettings",
     "StaleAdapterError",
     "answer_loss",
+    "base_fingerprint",
     "distil",
     "training_examples",
 ]
