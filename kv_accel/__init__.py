@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from .activation import (
     KVCache,
     Prompt,
@@ -29,18 +27,33 @@ from .activation import (
     greedy,
     render_prompt,
 )
+from .compose import answer_kl, compose, rerotate
 from .fingerprint import ModelFingerprint, SourceFingerprint
 from .forms import DEFAULT_SYSTEM, MIGRATE, FormPlan, MemoryForms, MigrationPolicy, MigrationReport
 from .hook import Generation, MemoryAugmentedGenerator
 from .model import LocalModel
+from .parametric import (
+    Adapter,
+    AdapterBank,
+    AdapterNotLoadedError,
+    LoraSettings,
+    StaleAdapterError,
+    answer_loss,
+    distil,
+    training_examples,
+)
 
 __all__ = [
     "DEFAULT_SYSTEM",
     "MIGRATE",
+    "Adapter",
+    "AdapterBank",
+    "AdapterNotLoadedError",
     "FormPlan",
     "Generation",
     "KVCache",
     "LocalModel",
+    "LoraSettings",
     "MemoryAugmentedGenerator",
     "MemoryForms",
     "MigrationPolicy",
@@ -48,25 +61,18 @@ __all__ = [
     "ModelFingerprint",
     "Prompt",
     "SourceFingerprint",
+    "StaleAdapterError",
     "StaleCacheError",
+    "answer_kl",
+    "answer_loss",
     "build_cache",
     "common_prefix",
+    "compose",
+    "distil",
     "extend_cache",
     "first_token_time",
     "greedy",
     "render_prompt",
+    "rerotate",
+    "training_examples",
 ]
-
-_LAZY = {
-    "parametric": ("AdapterBank", "LoraSettings", "distil", "answer_loss"),
-    "compose": ("compose", "rerotate"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    for module, names in _LAZY.items():
-        if name in names:
-            from importlib import import_module
-
-            return getattr(import_module(f"{__name__}.{module}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,13 +22,16 @@ def text_hash(text: str) -> str:
 
 @dataclass(frozen=True)
 class ModelFingerprint:
-    """The weights a KV cache or an adapter depends on."""
+    """The weights a KV cache or an adapter depends on: the model's name, config, dtype,
+    transformers version, a digest of its base weights and the active LoRA adapter."""
 
     model_id: str
     config_hash: str
     dtype: str
     transformers_version: str
     adapter: str | None = None
+    #: a digest of the base weights (a fine-tune with the same config is another model)
+    weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +44,7 @@ class ModelFingerprint:
             dtype=str(data["dtype"]),
             transformers_version=str(data["transformers_version"]),
             adapter=None if data.get("adapter") is None else str(data["adapter"]),
+            weights=None if data.get("weights") is None else str(data["weights"]),
         )
 
     def mismatch(self, other: ModelFingerprint) -> list[str]:

@@ -210,6 +210,7 @@ class MemoryForms:
         self._bank: Any | None = None
         self._queued: set[str] = set()  # cubes with a migration queued by activation()
         self._checked: dict[str, datetime] = {}  # cube -> when use last queued a migration
+        self._adapter_folders: dict[str, str] = {}  # adapter name -> the folder loaded as it
         # One lock with the model's: adapters and caches are process state that a migration
         # and a generation must not change under each other (one lock, so no lock order).
         self._lock = lm.lock
@@ -330,19 +331,21 @@ class MemoryForms:
                 report.records[key] = None
                 report.parametric = "removed"
             return
-        if old is not None and old.get("memories") == want and (self.root / old["folder"]).is_dir():
+        if old is not None and old.get("memories") == want and self._adapter_fits(old):
             report.parametric = "kept"
             report.adapter_metrics = dict(old.get("metrics", {}))
             return
         name = self.adapter_name(plan.cube_id)
-        if old is not None:
-            self._drop_adapter(plan.cube_id, old)
         memories = [(m.id, m.version, m.memory) for m in plan.parametric]
+        # distil trains under a scratch name and swaps the result in as ``name`` only when it
+        # succeeds: a failed retraining leaves the old adapter loaded and on disk.
         adapter = distil(self.lm, memories, name=name, settings=self.lora)
         digest = hashlib.sha256(repr(want).encode()).hexdigest()[:12]
         folder = self._cube_dir(plan.cube_id, PARAMETRIC) / digest
         adapter.save(folder)
-        self.bank.load(name, folder)
+        self._adapter_folders[name] = str(folder.relative_to(self.root))
+        if old is not None and old.get("folder") != str(folder.relative_to(self.root)):
+            shutil.rmtree(self.root / str(old.get("folder", "")), ignore_errors=True)
         report.parametric = "trained"
         report.adapter_metrics = dict(adapter.metrics)
         report.records[key] = {
@@ -359,6 +362,7 @@ class MemoryForms:
         name = str(record.get("adapter") or self.adapter_name(cube_id))
         if self._bank is not None and name in self.bank.loaded:
             self.bank.unload(name)
+        self._adapter_folders.pop(name, None)
         shutil.rmtree(self.root / str(record.get("folder", "")), ignore_errors=True)
 
     def _use_adapter(self, cube_id: str) -> str | None:
@@ -369,11 +373,31 @@ class MemoryForms:
             if self._bank is not None:
                 self.bank.deactivate()
             return None
-        name = str(record["adapter"])
-        if name not in self.bank.loaded:
-            self.bank.load(name, self.root / str(record["folder"]))
+        from .parametric import StaleAdapterError
+
+        name, folder = str(record["adapter"]), str(record["folder"])
+        try:
+            if self._adapter_folders.get(name) != folder:  # not loaded, or an older version
+                if name in self.bank.loaded:
+                    self.bank.unload(name)
+                self.bank.load(name, self.root / folder)
+                self._adapter_folders[name] = folder
+        except (StaleAdapterError, OSError) as exc:
+            log.warning("not using the adapter of %s: %s", cube_id, exc)
+            self.bank.deactivate()
+            return None
         self.bank.activate(name)
         return name
+
+    def _adapter_fits(self, record: dict[str, Any]) -> bool:
+        """The recorded adapter's files exist and were trained on this base model."""
+        from .parametric import Adapter, StaleAdapterError
+
+        try:
+            Adapter.read(self.root / str(record["folder"])).check(self.lm)
+        except (StaleAdapterError, OSError, KeyError):
+            return False
+        return True
 
     def _fresh(self, record: dict[str, Any]) -> bool:
         """Every source memory still active at the version the artefact was built from."""

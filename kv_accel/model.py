@@ -42,6 +42,7 @@ class LocalModel:
     name: str = ""
     #: one generation or training step at a time on a shared model (adapters are process state)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    _weights: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -77,6 +78,27 @@ class LocalModel:
         """The underlying transformers model (unwrapped from peft when adapters are attached)."""
         get_base = getattr(self.model, "get_base_model", None)
         return get_base() if callable(get_base) else self.model
+
+    def weights_digest(self) -> str:
+        """sha256 (16 hex digits) over a strided sample of every base weight tensor (every
+        tensor's shape, and about 4k values of each), computed once per model object: a
+        fine-tuned copy with the same config gets another digest."""
+        base = self.base
+        cached = self._weights
+        if cached is not None and cached[0] is base:
+            return str(cached[1])
+        digest = hashlib.sha256()
+        for key, tensor in sorted(base.state_dict().items()):
+            if "lora_" in key:
+                continue
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            # peft renames wrapped layers' weights (q_proj.base_layer.weight): same weights
+            digest.update(f"{key.replace('.base_layer', '')}:{tuple(tensor.shape)}".encode())
+            digest.update(flat[::step].to("cpu").float().contiguous().numpy().tobytes())
+        value = digest.hexdigest()[:16]
+        self._weights = (base, value)
+        return value
 
     def config_hash(self) -> str:
         """sha256 of the model config (without its local path), 16 hex digits."""
@@ -124,4 +146,5 @@ class LocalModel:
             dtype=dtype,
             transformers_version=str(transformers.__version__),
             adapter=self.active_adapter(),
+            weights=self.weights_digest(),
         )

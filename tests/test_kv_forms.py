@@ -22,7 +22,7 @@ from kv_accel import (
     MemoryForms,
     MigrationPolicy,
 )
-from memos_core import InvalidInputError, MemOS, SentenceTransformerEmbedder, user_cube_id
+from memos_core import InvalidInputError, MemOS, SentenceTransformerEmbedder, forms_key, user_cube_id
 
 FACTS = [
     "Alice lives in Paris and works as a nurse.",
@@ -204,3 +204,59 @@ def test_migration_runs_as_a_durable_scheduler_task(
     mem.run_pending()
     assert mem.get_task_status(task_id).data[0].status.value == "completed"
     assert mem.stats()["forms"][CUBE]["activation"] == 3
+
+
+def test_a_memory_moves_through_plaintext_activation_and_parametric_and_back(
+    tmp_path: Path, real_embedder: SentenceTransformerEmbedder, lm: LocalModel
+) -> None:
+    """The policy moves memories plaintext → activation (read often, stable an hour) →
+    parametric (stable a week): the adapter is trained, the prefix cache is rebuilt under it,
+    and the generator answers with the adapter on. Updating a distilled memory makes the
+    adapter stale at once (stats), the generator switches it off and queues a migration, which
+    retrains it on the changed memory's new version."""
+    from kv_accel import LoraSettings
+
+    mem = MemOS(tmp_path / "data", embedder=real_embedder, scheduler="inline")
+    try:
+        ids = [mem.add_memory(f, user_id="alice").data.id for f in FACTS]
+        clock = Clock()
+        policy = MigrationPolicy(min_parametric=2)
+        forms = MemoryForms(mem, lm, clock=clock, policy=policy, lora=LoraSettings(steps=4, lr=6e-3))
+        _read(mem, ids[:3])
+        clock.advance(hours=2)
+        first = forms.migrate(CUBE)
+        assert (first.activation, first.parametric) == ("built", "none")
+        assert first.plan.form_of(ids[0]) == "activation"
+        clock.advance(days=8)
+        second = forms.migrate(CUBE)
+        assert second.parametric == "trained" and second.plan.form_of(ids[0]) == "parametric"
+        assert second.adapter_metrics["loss_after"] < second.adapter_metrics["loss_before"]
+        assert second.activation == "built"  # the same memories, but now under the adapter
+        summary = mem.stats()["forms"][CUBE]
+        assert (summary["activation"], summary["parametric"]) == (3, 3)
+        prefix = summary["artefacts"]["activation/prefix"]
+        assert prefix["adapter"] and prefix["adapter"].startswith(forms.adapter_name(CUBE))
+        gen = MemoryAugmentedGenerator(lm.model, lm.tokenizer, mem, "alice", forms=forms, top_k=1)
+        plain = MemoryAugmentedGenerator(
+            lm.model, lm.tokenizer, mem, "alice", forms=forms, top_k=1, use_cache=False
+        )
+        a = gen.generate("What is Alice allergic to?", max_new_tokens=12)
+        assert a.adapter is not None and a.cached_tokens > 40
+        assert plain.generate("What is Alice allergic to?", max_new_tokens=12).token_ids == a.token_ids
+        assert forms.migrate(CUBE).parametric == "kept"
+
+        mem.update_memory(ids[2], memory="Alice is allergic to cats.", user_id="alice")
+        stale = mem.stats()["forms"][CUBE]
+        assert stale["artefacts"]["parametric/adapter"]["valid"] is False and stale["parametric"] == 0
+        b = gen.generate("What is Alice allergic to?", max_new_tokens=12)
+        assert b.adapter is None  # a stale adapter is never used
+        mem.run_pending(timeout=300)
+        after = mem.stats()["forms"][CUBE]
+        assert after["artefacts"]["parametric/adapter"]["valid"] and after["parametric"] == 3
+        record = mem.store.get_record("forms", forms_key(CUBE, "parametric", "adapter"))
+        assert record is not None and [ids[2], 2] in record["memories"]  # retrained on the new text
+        assert gen.generate("What is Alice allergic to?", max_new_tokens=12).adapter is not None
+        forms.clear(CUBE)
+        assert "forms" not in mem.stats() and not list(forms.root.rglob("*.safetensors"))
+    finally:
+        mem.close()
