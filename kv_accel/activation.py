@@ -85,8 +85,18 @@ class Prompt:
         return [i for seg in self.segment_ids[:k] for i in seg]
 
 
-def render_memories(memories: Sequence[str]) -> str:
-    return "".join(f"- {' '.join(m.split())}\n" for m in memories)
+def neutralise(text: str, specials: Sequence[str]) -> str:
+    """``text`` with the tokenizer's special tokens broken up (``<|im_end|>`` becomes
+    ``<| im_end|>``), so a memory or question can never close the system turn or open a fake
+    one: its words stay, its power over the prompt's structure goes."""
+    for token in specials:
+        if token and token in text:
+            text = text.replace(token, token[:2] + " " + token[2:] if len(token) > 2 else " ")
+    return text
+
+
+def render_memories(memories: Sequence[str], specials: Sequence[str] = ()) -> str:
+    return "".join(f"- {' '.join(neutralise(m, specials).split())}\n" for m in memories)
 
 
 def render_prompt(
@@ -101,11 +111,14 @@ def render_prompt(
     system turn]``, ``[question turn + generation prompt]``.
 
     Stable memories come first and in the caller's (stable) order, so their cache stays valid
-    while volatile memories change."""
+    while volatile memories change. Special tokens inside memories and the question are
+    broken up (:func:`neutralise`): stored text cannot rewrite the prompt's turns."""
     if not isinstance(question, str) or not question.strip():
         raise InvalidInputError("question must be a non-empty string")
+    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if isinstance(t, str)]
+    question = neutralise(question, specials)
     head = system.strip() + "\n\nMemories:\n" if (stable or volatile) else system.strip()
-    stable_block, volatile_block = render_memories(stable), render_memories(volatile)
+    stable_block, volatile_block = render_memories(stable, specials), render_memories(volatile, specials)
     marker = "\x00MEMOS-CUT\x00"
     content = head + stable_block + marker + volatile_block
     messages = [{"role": "system", "content": content}, {"role": "user", "content": question.strip()}]

@@ -22,8 +22,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import shutil
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,7 +43,7 @@ from memos_core import (
     parse_filter,
 )
 
-from .activation import KVCache, StaleCacheError, build_cache, extend_cache, render_prompt
+from .activation import KVCache, StaleCacheError, build_cache, extend_cache, render_memories, render_prompt
 from .fingerprint import SourceFingerprint
 from .model import LocalModel
 
@@ -54,6 +57,10 @@ ACTIVATION, PARAMETRIC = "activation", "parametric"
 _CACHE_NAME, _ADAPTER_NAME = "prefix", "adapter"
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Use the memories below when they are relevant."
+
+
+#: MemOS -> the MemoryForms whose handler runs its kv_migrate tasks
+_REGISTERED: weakref.WeakKeyDictionary[MemOS, MemoryForms] = weakref.WeakKeyDictionary()
 
 
 def _utcnow() -> datetime:
@@ -138,6 +145,8 @@ class MigrationReport:
     reused_tokens: int = 0
     adapter_metrics: dict[str, Any] = field(default_factory=dict)
     records: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: files replaced by this run, removed once its records are written
+    garbage: list[Path] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -175,7 +184,11 @@ class MemoryForms:
         lora: adapter training settings (:class:`kv_accel.parametric.LoraSettings`).
         cache_dtype: ``float32`` (exact) or ``bfloat16`` (half the size; logits differ ~0.03).
         clock: the time source of the policy (tests pass a fake one).
-        register: register the ``kv_migrate`` task kind on ``memos.scheduler``.
+        register: register the ``kv_migrate`` task kind on ``memos.scheduler`` (the MemOS must
+            run its scheduler: with ``scheduler="off"`` queued migrations wait for a process
+            that registered the kind; use one MemoryForms per MemOS and model).
+        max_loaded_adapters: adapters kept attached to the model at once (least recently
+            used are unloaded; each is ~1.9 MB for SmolLM2 at rank 8).
     """
 
     def __init__(
@@ -190,12 +203,21 @@ class MemoryForms:
         cache_dtype: str = "float32",
         clock: Callable[[], datetime] | None = None,
         register: bool = True,
+        max_loaded_adapters: int = 8,
     ) -> None:
         if root is None:
             store_path = getattr(memos.store, "path", None)
             if store_path is None:
                 raise InvalidInputError("this store has no local folder: pass MemoryForms(root=...)")
             root = Path(store_path).parent / "forms"
+        if (
+            isinstance(max_loaded_adapters, bool)
+            or not isinstance(max_loaded_adapters, int)
+            or max_loaded_adapters < 1
+        ):
+            raise InvalidInputError(
+                f"max_loaded_adapters must be a positive integer, not {max_loaded_adapters!r}"
+            )
         if cache_dtype not in ("float32", "bfloat16"):
             raise InvalidInputError(f"cache_dtype must be 'float32' or 'bfloat16', not {cache_dtype!r}")
         self.memos = memos
@@ -211,17 +233,55 @@ class MemoryForms:
         self._queued: set[str] = set()  # cubes with a migration queued by activation()
         self._checked: dict[str, datetime] = {}  # cube -> when use last queued a migration
         self._adapter_folders: dict[str, str] = {}  # adapter name -> the folder loaded as it
+        self._adapter_used: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        self.max_loaded_adapters = max_loaded_adapters
         # One lock with the model's: adapters and caches are process state that a migration
         # and a generation must not change under each other (one lock, so no lock order).
         self._lock = lm.lock
         if register:
+            previous = _REGISTERED.get(memos)
+            if previous is not None and previous is not self:
+                log.warning("a second MemoryForms on one MemOS: kv_migrate tasks now run with the new one")
             memos.scheduler.register(MIGRATE, self._handle)
+            _REGISTERED[memos] = self
+
+    @classmethod
+    def of(cls, memos: MemOS, lm: LocalModel, **kwargs: Any) -> MemoryForms:
+        """The MemoryForms registered on ``memos`` for ``lm`` if there is one, else a new one
+        (a generator made without ``forms=`` shares it: one policy, one set of loaded
+        adapters, one migration handler per MemOS)."""
+        existing = _REGISTERED.get(memos)
+        if existing is not None and existing.lm is lm:
+            return existing
+        return cls(memos, lm, **kwargs)
 
     # ------------------------------------------------------------------ planning
 
+    def _now(self, now: datetime | None) -> datetime:
+        value = self.clock() if now is None else now
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise InvalidInputError(f"the policy's time must be a timezone-aware datetime, not {value!r}")
+        return value
+
+    def _candidates(self, cube_id: str, where: Any) -> list[MemoryItem]:
+        """The ``max_candidates`` most-read memories matching ``where`` (paging through all of
+        them: the store lists newest first)."""
+        page, offset, keep = 1000, 0, self.policy.max_candidates
+        best: list[tuple[int, str, MemoryItem]] = []
+        while True:
+            found, total = self.memos.store.list_items([cube_id], where, limit=page, offset=offset)
+            for m in found:
+                heapq.heappush(best, (m.access_count, m.id, m))
+                if len(best) > keep:
+                    heapq.heappop(best)
+            offset += len(found)
+            if not found or offset >= total:
+                return [m for _, _, m in best]
+
     def plan(self, cube_id: str, *, now: datetime | None = None) -> FormPlan:
-        """Apply the policy to the cube's memories as they are now."""
-        now = now or self.clock()
+        """Apply the policy to the cube's memories as they are now (``now``: an aware
+        datetime, default the clock)."""
+        now = self._now(now)
         p = self.policy
         where = parse_filter(
             {
@@ -232,7 +292,7 @@ class MemoryForms:
                 ]
             }
         )
-        found, _ = self.memos.store.list_items([cube_id], where, limit=p.max_candidates)
+        found = self._candidates(cube_id, where)
         hot = [m for m in found if m.access_count >= p.hot_reads and m.updated_at <= now - p.stable_for]
         long_stable = [
             m
@@ -250,12 +310,16 @@ class MemoryForms:
         head = len(render_prompt(self.lm.tokenizer, self.system, ["."], [], "?").prefix_ids(1))
         budget = p.max_prefix_tokens - (head - self._tokens("- .\n"))
         for m in sorted(hot, key=lambda m: (-m.access_count, m.created_at, m.id)):
-            cost = self._tokens(f"- {' '.join(m.memory.split())}\n")
+            cost = self._tokens(render_memories([m.memory], self._specials))
             if cost <= budget:
                 chosen.append(m)
                 budget -= cost
         activation = sorted(chosen, key=lambda m: (m.created_at, m.id))
         return FormPlan(cube_id=cube_id, activation=activation, parametric=parametric)
+
+    @property
+    def _specials(self) -> list[str]:
+        return [t for t in getattr(self.lm.tokenizer, "all_special_tokens", []) if isinstance(t, str)]
 
     def _tokens(self, text: str) -> int:
         return len(self.lm.tokenizer.encode(text, add_special_tokens=False))
@@ -270,7 +334,7 @@ class MemoryForms:
         """Note a use of the cube: at most every ``policy.check_every`` this queues a
         migration run in the background, so the policy follows how memories are read and
         changed without anyone calling :meth:`migrate`. Returns the queued task's id."""
-        now = self.clock()
+        now = self._now(None)
         last = self._checked.get(cube_id)
         if last is not None and now - last < self.policy.check_every:
             return None
@@ -283,22 +347,34 @@ class MemoryForms:
         self.migrate(str(payload["cube_id"]))
         return []
 
-    def migrate(self, cube_id: str, *, now: datetime | None = None, apply: bool = True) -> MigrationReport:
+    def migrate(self, cube_id: str, *, now: datetime | None = None) -> MigrationReport:
         """Bring the cube's adapter and cached prefix in line with the plan.
 
         The adapter comes first (a cache depends on the adapter that is active when it is
         built). Unchanged artefacts are kept; a changed prefix reuses the longest common
-        prefix of the old cache. With ``apply=False`` the records are returned in the report,
-        not written."""
+        prefix of the old cache. New files are written first, then the records, and only then
+        are the replaced files removed: a failure at any point leaves the records naming
+        files that exist."""
         with self._lock:
             self._queued.discard(cube_id)
             plan = self.plan(cube_id, now=now)
             report = MigrationReport(cube_id=cube_id, plan=plan)
-            self._migrate_parametric(plan, report)
-            self._migrate_activation(plan, report)
-            if apply and report.records:
-                self.memos.store.put_records(FORMS, report.records)
+            try:
+                self._migrate_parametric(plan, report)
+                self._migrate_activation(plan, report)
+                self._commit(report)
+            finally:
+                report.garbage.clear()
             return report
+
+    def _commit(self, report: MigrationReport) -> None:
+        if report.records:
+            self.memos.store.put_records(FORMS, report.records)
+        for path in report.garbage:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file():
+                path.unlink()
 
     def _record(self, cube_id: str, form: str) -> dict[str, Any] | None:
         name = _CACHE_NAME if form == ACTIVATION else _ADAPTER_NAME
@@ -327,11 +403,17 @@ class MemoryForms:
         want = [list(p) for p in _pairs(plan.parametric)]
         if not plan.parametric:
             if old is not None:
-                self._drop_adapter(plan.cube_id, old)
+                self._drop_adapter(plan.cube_id, old, report.garbage)
                 report.records[key] = None
                 report.parametric = "removed"
             return
-        if old is not None and old.get("memories") == want and self._adapter_fits(old):
+        settings = self._lora_settings()
+        if (
+            old is not None
+            and old.get("memories") == want
+            and old.get("settings") == settings.to_dict()
+            and self._adapter_fits(old)
+        ):
             report.parametric = "kept"
             report.adapter_metrics = dict(old.get("metrics", {}))
             return
@@ -339,13 +421,13 @@ class MemoryForms:
         memories = [(m.id, m.version, m.memory) for m in plan.parametric]
         # distil trains under a scratch name and swaps the result in as ``name`` only when it
         # succeeds: a failed retraining leaves the old adapter loaded and on disk.
-        adapter = distil(self.lm, memories, name=name, settings=self.lora)
-        digest = hashlib.sha256(repr(want).encode()).hexdigest()[:12]
+        adapter = distil(self.lm, memories, name=name, settings=settings)
+        digest = hashlib.sha256(repr((want, settings.to_dict())).encode()).hexdigest()[:12]
         folder = self._cube_dir(plan.cube_id, PARAMETRIC) / digest
         adapter.save(folder)
         self._adapter_folders[name] = str(folder.relative_to(self.root))
         if old is not None and old.get("folder") != str(folder.relative_to(self.root)):
-            shutil.rmtree(self.root / str(old.get("folder", "")), ignore_errors=True)
+            report.garbage.append(self.root / str(old.get("folder", "")))
         report.parametric = "trained"
         report.adapter_metrics = dict(adapter.metrics)
         report.records[key] = {
@@ -353,32 +435,38 @@ class MemoryForms:
             "memories": want,
             "folder": str(folder.relative_to(self.root)),
             "adapter": name,
+            "path": str(folder.resolve()),
+            "settings": settings.to_dict(),
             "bytes": sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
             "metrics": dict(adapter.metrics),
             "built_at": self.clock().isoformat(),
         }
 
-    def _drop_adapter(self, cube_id: str, record: dict[str, Any]) -> None:
+    def _lora_settings(self) -> Any:
+        from .parametric import LoraSettings
+
+        return self.lora if self.lora is not None else LoraSettings()
+
+    def _drop_adapter(self, cube_id: str, record: dict[str, Any], garbage: list[Path]) -> None:
         name = str(record.get("adapter") or self.adapter_name(cube_id))
-        if self._bank is not None and name in self.bank.loaded:
+        if name in self.bank.loaded:
             self.bank.unload(name)
         self._adapter_folders.pop(name, None)
-        shutil.rmtree(self.root / str(record.get("folder", "")), ignore_errors=True)
+        garbage.append(self.root / str(record.get("folder", "")))
 
     def _use_adapter(self, cube_id: str) -> str | None:
-        """Activate the cube's adapter when it is valid (loading it once), else switch adapters
-        off. Returns the active adapter's name."""
-        record = self._record(cube_id, PARAMETRIC)
-        if record is None or not self._fresh(record):
-            if self._bank is not None:
-                self.bank.deactivate()
-            return None
+        """Activate the cube's adapter when it is valid and loads (loading it once), else
+        switch adapters off, whoever turned them on. Returns the active adapter's name."""
         from .parametric import StaleAdapterError
 
+        record = self._record(cube_id, PARAMETRIC)
+        if record is None or not self._fresh(record):
+            self.bank.deactivate()
+            return None
         name, folder = str(record["adapter"]), str(record["folder"])
         try:
-            if self._adapter_folders.get(name) != folder:  # not loaded, or an older version
-                if name in self.bank.loaded:
+            if self._adapter_folders.get(name) != folder or name not in self.bank.loaded:
+                if name in self.bank.loaded:  # an older version of it
                     self.bank.unload(name)
                 self.bank.load(name, self.root / folder)
                 self._adapter_folders[name] = folder
@@ -387,7 +475,22 @@ class MemoryForms:
             self.bank.deactivate()
             return None
         self.bank.activate(name)
+        self._adapter_lru(name)
         return name
+
+    def _adapter_lru(self, name: str) -> None:
+        """Keep at most ``max_loaded_adapters`` adapters attached (least recently used go)."""
+        self._adapter_used.pop(name, None)
+        self._adapter_used[name] = None
+        loaded = set(self.bank.loaded)
+        for old in list(self._adapter_used):
+            if len(loaded) <= self.max_loaded_adapters:
+                break
+            if old != name and old in loaded:
+                self.bank.unload(old)
+                loaded.discard(old)
+                self._adapter_folders.pop(old, None)
+                del self._adapter_used[old]
 
     def _adapter_fits(self, record: dict[str, Any]) -> bool:
         """The recorded adapter's files exist and were trained on this base model."""
@@ -412,16 +515,19 @@ class MemoryForms:
         prompt = render_prompt(self.lm.tokenizer, self.system, [m.memory for m in memories], [], "?")
         return prompt.prefix_ids(1), SourceFingerprint.of(_pairs(memories), prompt.segments[0])
 
-    def _migrate_activation(self, plan: FormPlan, report: MigrationReport) -> None:
+    def _migrate_activation(
+        self, plan: FormPlan, report: MigrationReport, *, adapter_set: bool = False
+    ) -> None:
         key = forms_key(plan.cube_id, ACTIVATION, _CACHE_NAME)
         old = self._record(plan.cube_id, ACTIVATION)
         if not plan.activation:
             if old is not None:
-                self._drop_cache(plan.cube_id, old)
+                self._drop_cache(plan.cube_id, old, report.garbage)
                 report.records[key] = None
                 report.activation = "removed"
             return
-        self._use_adapter_for_build(plan, report)
+        if not adapter_set:
+            self._use_adapter_for_build(plan, report)
         ids, source = self._prefix(plan.activation)
         previous = self._load(plan.cube_id, old)
         if previous is not None and previous.source == source:
@@ -446,7 +552,7 @@ class MemoryForms:
         if self.cache_dtype != "float32":
             cache = cache.astype(self.cache_dtype)
         report.cache_tokens = cache.n_tokens
-        report.records[key] = self._save_cache(plan.cube_id, cache, old)
+        report.records[key] = self._save_cache(plan.cube_id, cache, old, report.garbage)
 
     def _use_adapter_for_build(self, plan: FormPlan, report: MigrationReport) -> None:
         """Build the prefix under the adapter generation will use: the one this run keeps or
@@ -456,13 +562,15 @@ class MemoryForms:
             self._use_adapter(plan.cube_id)
             return
         record = report.records[key]
-        if record is None:
-            if self._bank is not None:
-                self.bank.deactivate()
-        else:
+        if record is not None and str(record["adapter"]) in self.bank.loaded:
             self.bank.activate(str(record["adapter"]))
+            self._adapter_lru(str(record["adapter"]))
+        else:
+            self.bank.deactivate()
 
-    def _save_cache(self, cube_id: str, cache: KVCache, old: dict[str, Any] | None) -> dict[str, Any]:
+    def _save_cache(
+        self, cube_id: str, cache: KVCache, old: dict[str, Any] | None, garbage: list[Path]
+    ) -> dict[str, Any]:
         assert cache.source is not None
         digest = hashlib.sha256(
             (cache.source.text_sha256 + repr(cache.model.to_dict())).encode()
@@ -470,13 +578,14 @@ class MemoryForms:
         path = self._cube_dir(cube_id, ACTIVATION) / f"{digest}.safetensors"
         cache.save(path)
         if old is not None and old.get("file") != str(path.relative_to(self.root)):
-            self._drop_cache(cube_id, old)
+            garbage.append(self.root / str(old.get("file", "")))
         self._loaded[cube_id] = (str(path), cache)
         return {
             "form": ACTIVATION,
             "memories": [list(p) for p in cache.source.memories],
             "text_sha256": cache.source.text_sha256,
             "file": str(path.relative_to(self.root)),
+            "path": str(path.resolve()),
             "tokens": cache.n_tokens,
             "bytes": path.stat().st_size,
             "dtype": cache.model.dtype,
@@ -485,11 +594,9 @@ class MemoryForms:
             "build_seconds": cache.meta.get("build_seconds"),
         }
 
-    def _drop_cache(self, cube_id: str, record: dict[str, Any]) -> None:
+    def _drop_cache(self, cube_id: str, record: dict[str, Any], garbage: list[Path]) -> None:
         self._loaded.pop(cube_id, None)
-        path = self.root / str(record.get("file", ""))
-        if path.is_file():
-            path.unlink()
+        garbage.append(self.root / str(record.get("file", "")))
 
     def _load(self, cube_id: str, record: dict[str, Any] | None) -> KVCache | None:
         if record is None:
@@ -512,27 +619,25 @@ class MemoryForms:
 
     def activation(self, cube_id: str, *, rebuild: bool = True) -> tuple[list[MemoryItem], KVCache | None]:
         """The cube's cached prefix memories and a cache valid for the model as it is now
-        (with the cube's adapter activated when it has a valid one), or ``([], None)``.
+        (with the cube's adapter activated when it has a valid one, and every other adapter
+        off), or ``([], None)``.
 
         A stale cache (a source memory changed, or the adapter it was built under changed)
         is never returned: with ``rebuild`` it is rebuilt now from the current plan (the
-        prefill costs what the caller would pay uncached); a stale adapter is switched off
-        and a background migration is queued to retrain it."""
+        prefill costs what the caller would pay uncached); a stale or unloadable adapter is
+        switched off and a background migration is queued to retrain it."""
         with self._lock:
-            adapter_record = self._record(cube_id, PARAMETRIC)
-            if adapter_record is not None and not self._fresh(adapter_record):
-                self._use_adapter(cube_id)  # switches it off
-                if cube_id not in self._queued:  # retrain in the background, once
-                    self._queued.add(cube_id)
-                    self.schedule(cube_id)
-            else:
-                self._use_adapter(cube_id)
+            adapter = self._use_adapter(cube_id)
+            stale = adapter is None and self._record(cube_id, PARAMETRIC) is not None
+            if stale and cube_id not in self._queued:  # retrain in the background, once
+                self._queued.add(cube_id)
+                self.schedule(cube_id)
             record = self._record(cube_id, ACTIVATION)
             if record is None:
                 return [], None
-            memories = self.memos.store.get([str(i) for i, _ in record["memories"]])
             cache = self._load(cube_id, record) if self._fresh(record) else None
             if cache is not None:
+                memories = self.memos.store.get([str(i) for i, _ in record["memories"]])
                 live = [m for m in memories if m is not None]
                 _, source = self._prefix(live)
                 try:
@@ -544,13 +649,8 @@ class MemoryForms:
                 return [], None
             plan = self.plan(cube_id)
             report = MigrationReport(cube_id=cube_id, plan=plan)
-            report.records[forms_key(cube_id, PARAMETRIC, _ADAPTER_NAME)] = (
-                adapter_record if adapter_record is not None and self._fresh(adapter_record) else None
-            )
-            self._migrate_activation(plan, report)
-            report.records.pop(forms_key(cube_id, PARAMETRIC, _ADAPTER_NAME), None)
-            if report.records:
-                self.memos.store.put_records(FORMS, report.records)
+            self._migrate_activation(plan, report, adapter_set=True)  # under the adapter now on
+            self._commit(report)
             if not plan.activation:
                 return [], None
             held = self._loaded.get(cube_id)
@@ -564,13 +664,13 @@ class MemoryForms:
         return summary
 
     def clear(self, cube_id: str) -> None:
-        """Remove the cube's cache and adapter and their records."""
+        """Remove the cube's cache and adapter, their records, then their files."""
         with self._lock:
-            records: dict[str, dict[str, Any] | None] = {}
+            report = MigrationReport(cube_id=cube_id, plan=FormPlan(cube_id, [], []))
             for form, name in ((ACTIVATION, _CACHE_NAME), (PARAMETRIC, _ADAPTER_NAME)):
                 record = self._record(cube_id, form)
                 if record is not None:
-                    (self._drop_cache if form == ACTIVATION else self._drop_adapter)(cube_id, record)
-                    records[forms_key(cube_id, form, name)] = None
-            if records:
-                self.memos.store.put_records(FORMS, records)
+                    drop = self._drop_cache if form == ACTIVATION else self._drop_adapter
+                    drop(cube_id, record, report.garbage)
+                    report.records[forms_key(cube_id, form, name)] = None
+            self._commit(report)

@@ -51,8 +51,8 @@ class MemoryAugmentedGenerator:
         tokenizer: its tokenizer.
         memos: where the user's memories live.
         user_id: whose memories (their own cube).
-        forms: the activation/parametric memory to use (one is made with ``memos`` defaults;
-            share one per model across generators so adapters and caches load once).
+        forms: the activation/parametric memory to use (default: the one already made for
+            ``memos`` and this model, else a new one with default settings).
         top_k: memories retrieved per question (those already in the cached prefix are not
             repeated).
         use_cache: inject the cube's activation cache (off: the same prompt, fully prefilled).
@@ -80,6 +80,8 @@ class MemoryAugmentedGenerator:
     ) -> None:
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInputError("user_id must be a non-empty string")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidInputError(f"top_k must be a non-negative integer, not {top_k!r}")
         if forms is not None:
@@ -89,11 +91,11 @@ class MemoryAugmentedGenerator:
         else:
             if tokenizer is None:
                 raise InvalidInputError("a tokenizer is needed with a transformers model")
-            lm = LocalModel(model=model, tokenizer=tokenizer)
+            lm = LocalModel.for_model(model, tokenizer)
         self.lm = lm
         self.memos = memos
         self.user_id = user_id
-        self.forms = forms or MemoryForms(memos, lm, system=system or DEFAULT_SYSTEM)
+        self.forms = forms or MemoryForms.of(memos, lm, system=system or DEFAULT_SYSTEM)
         self.system = system or self.forms.system
         self.top_k = top_k
         self.use_cache = use_cache
@@ -110,6 +112,12 @@ class MemoryAugmentedGenerator:
         self, question: str, *, conversation_id: str | None = None, max_new_tokens: int | None = None
     ) -> Generation:
         """Answer ``question`` with the user's memories."""
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError("question must be a non-empty string")
+        if max_new_tokens is None:
+            max_new_tokens = self.max_new_tokens
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
         started = time.perf_counter()
         hits = []
         if self.top_k:  # outside the model lock: other users' generations need not wait for it
@@ -132,7 +140,7 @@ class MemoryAugmentedGenerator:
             use, reused = None, 0
             if self.use_cache:
                 use, reused = self._with_retrieved(cache, prompt.prefix_ids(2))
-            out = greedy(self.lm, ids, cache=use, max_new_tokens=max_new_tokens or self.max_new_tokens)
+            out = greedy(self.lm, ids, cache=use, max_new_tokens=max_new_tokens)
             adapter = self.lm.active_adapter()
         if self.migrate:
             self.forms.touch(self.cube_id)  # the policy runs in the background now and then

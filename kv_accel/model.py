@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,17 @@ from ._deps import torch_mod, transformers_mod
 from .fingerprint import ModelFingerprint
 
 __all__ = ["LocalModel"]
+
+#: base model object -> the LocalModel that owns it: adapters are attached to the model object
+#: itself, so everything that uses one model must go through one LocalModel (one lock, one view
+#: of which adapter is on).
+_OWNERS: weakref.WeakKeyDictionary[Any, LocalModel] = weakref.WeakKeyDictionary()
+_OWNERS_LOCK = threading.Lock()
+
+
+def _base_of(model: Any) -> Any:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 @dataclass
@@ -47,6 +59,23 @@ class LocalModel:
     def __post_init__(self) -> None:
         if not self.name:
             self.name = Path(str(getattr(self.model.config, "_name_or_path", "model"))).name or "model"
+        with _OWNERS_LOCK:
+            owner = _OWNERS.get(_base_of(self.model))
+            if owner is None:
+                _OWNERS[_base_of(self.model)] = self
+            else:  # a second holder of the same model object shares its lock
+                self.lock = owner.lock
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any, *, name: str | None = None) -> LocalModel:
+        """The LocalModel that already holds ``model`` (or the base model inside it), else a
+        new one. Use this rather than the constructor when handed a bare model: adapter state
+        lives on the model object, and one holder keeps one view of it."""
+        with _OWNERS_LOCK:
+            owner = _OWNERS.get(_base_of(model))
+        if owner is not None:
+            return owner
+        return cls(model=model, tokenizer=tokenizer, name=name or "")
 
     @classmethod
     def from_pretrained(
@@ -76,8 +105,7 @@ class LocalModel:
     @property
     def base(self) -> Any:
         """The underlying transformers model (unwrapped from peft when adapters are attached)."""
-        get_base = getattr(self.model, "get_base_model", None)
-        return get_base() if callable(get_base) else self.model
+        return _base_of(self.model)
 
     def weights_digest(self) -> str:
         """sha256 (16 hex digits) over a strided sample of every base weight tensor (every

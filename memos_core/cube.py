@@ -61,7 +61,8 @@ def forms_summary(store: MemoryStore) -> dict[str, dict[str, Any]]:
     """Per cube: how many active memories it holds as plaintext, and each activation cache and
     LoRA adapter built from them (records in :data:`FORMS`, written by kv_accel) with how many
     source memories it holds and whether it is still valid. An artefact is stale once any of
-    its source memories was updated, deleted or archived after it was built; kv_accel then
+    its source memories was updated, deleted or archived after it was built, or its file
+    (``path``, when recorded) is gone; kv_accel then
     rebuilds it lazily and never uses it stale. ``activation`` / ``parametric`` count the
     memories held by valid artefacts of that form. Cubes without artefacts are left out."""
     out: dict[str, dict[str, Any]] = {}
@@ -74,12 +75,14 @@ def forms_summary(store: MemoryStore) -> dict[str, dict[str, Any]]:
             for (_, version), item in zip(memories, current, strict=True)
             if item is None or item.status != MemoryStatus.ACTIVATED.value or item.version != version
         )
+        missing = "path" in record and not Path(str(record["path"])).exists()
         cube = out.setdefault(cube_id, {"artefacts": {}})
         cube["artefacts"][name.replace(SEP, "/")] = {
             **{k: v for k, v in record.items() if k != "memories"},
             "memories": len(memories),
-            "valid": stale == 0,
+            "valid": stale == 0 and not missing,
             "stale_memories": stale,
+            "missing": missing,
         }
     active = parse_filter({"status": MemoryStatus.ACTIVATED.value})
     for cube_id, cube in out.items():

@@ -87,6 +87,12 @@ def test_policy_picks_memories_read_often_and_changed_rarely(
         mem, forms.lm, clock=clock, register=False, policy=MigrationPolicy(max_prefix_tokens=45)
     )
     assert 0 < len(tight.plan(CUBE).activation) < 3  # the token budget keeps the most-read that fit
+    with pytest.raises(InvalidInputError, match="timezone-aware"):
+        forms.plan(CUBE, now=datetime.now())
+    # max_candidates keeps the most-read, not the newest
+    _read(mem, ids[:2], times=5)
+    top = MemoryForms(mem, forms.lm, clock=clock, register=False, policy=MigrationPolicy(max_candidates=2))
+    assert [m.id for m in top.plan(CUBE).activation] == ids[:2]
     with pytest.raises(InvalidInputError):
         MigrationPolicy(hot_reads=-1)
     with pytest.raises(InvalidInputError):
@@ -244,6 +250,13 @@ def test_a_memory_moves_through_plaintext_activation_and_parametric_and_back(
         assert a.adapter is not None and a.cached_tokens > 40
         assert plain.generate("What is Alice allergic to?", max_new_tokens=12).token_ids == a.token_ids
         assert forms.migrate(CUBE).parametric == "kept"
+        # another user's generator, made from the bare model without forms=, never runs on
+        # alice's adapter (one holder per model object, adapters off for cubes without one)
+        bob = MemoryAugmentedGenerator(lm.model, lm.tokenizer, mem, "bob", top_k=1, migrate=False)
+        assert bob.lm is lm and bob.forms is forms
+        assert bob.generate("Who am I?", max_new_tokens=4).adapter is None
+        with pytest.raises(InvalidInputError):
+            gen.generate("Who am I?", max_new_tokens=0)
 
         mem.update_memory(ids[2], memory="Alice is allergic to cats.", user_id="alice")
         stale = mem.stats()["forms"][CUBE]
@@ -256,6 +269,16 @@ def test_a_memory_moves_through_plaintext_activation_and_parametric_and_back(
         record = mem.store.get_record("forms", forms_key(CUBE, "parametric", "adapter"))
         assert record is not None and [ids[2], 2] in record["memories"]  # retrained on the new text
         assert gen.generate("What is Alice allergic to?", max_new_tokens=12).adapter is not None
+        # an adapter whose files vanished: reported invalid, switched off, no crash
+        record = mem.store.get_record("forms", forms_key(CUBE, "parametric", "adapter"))
+        assert record is not None
+        import shutil
+
+        shutil.rmtree(forms.root / record["folder"])
+        fresh = MemoryForms(mem, lm, clock=clock, policy=policy, register=False)
+        assert mem.stats()["forms"][CUBE]["artefacts"]["parametric/adapter"]["missing"] is True
+        _, cache = fresh.activation(CUBE)
+        assert cache is not None and lm.active_adapter() is None
         forms.clear(CUBE)
         assert "forms" not in mem.stats() and not list(forms.root.rglob("*.safetensors"))
     finally:
