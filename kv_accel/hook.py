@@ -60,7 +60,8 @@ class MemoryAugmentedGenerator:
         migrate: queue a background migration of the cube now and then (every
             ``policy.check_every``) as it is used.
         recent_caches: how many caches of "cube prefix + a question's retrieved memories"
-            to keep in memory (a repeated or similar question then prefills only itself).
+            to keep in memory (a repeated or similar question then prefills only itself), within
+            ``recent_bytes`` (256 MiB: ~2.8 caches of 2k tokens for SmolLM2 in fp32).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class MemoryAugmentedGenerator:
         system: str | None = None,
         migrate: bool = True,
         recent_caches: int = 8,
+        recent_bytes: int = 256 * 2**20,
     ) -> None:
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInputError("user_id must be a non-empty string")
@@ -102,6 +104,7 @@ class MemoryAugmentedGenerator:
         self.max_new_tokens = max_new_tokens
         self.migrate = migrate
         self.recent_caches = max(0, recent_caches)
+        self.recent_bytes = max(0, recent_bytes)
         self._recent: OrderedDict[tuple[int, ...], KVCache] = OrderedDict()
 
     @property
@@ -179,8 +182,10 @@ class MemoryAugmentedGenerator:
             reused = int(built.meta.get("reused_tokens", 0))
         else:
             built = build_cache(self.lm, ids)
-        if self.recent_caches:
+        if self.recent_caches and built.nbytes <= self.recent_bytes:
             self._recent[key] = built
-            while len(self._recent) > self.recent_caches:
+            while len(self._recent) > self.recent_caches or (
+                sum(c.nbytes for c in self._recent.values()) > self.recent_bytes
+            ):
                 self._recent.popitem(last=False)
         return built, reused
