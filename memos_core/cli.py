@@ -1,5 +1,5 @@
 """The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``, ``kb``, ``export``,
-``import``, ``reindex``.
+``import``, ``reindex``, ``serve``, ``keys``.
 
 The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
 (default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
@@ -191,6 +191,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerLimits, serve
+
+    options: dict[str, Any] = {}
+    if args.open_embedder:
+        options["embedder"] = embedder_from_spec(args.open_embedder)
+    limits = ServerLimits(max_body_bytes=args.max_body_bytes)
+    print(f"memos serve: {args.path} on http://{args.host}:{args.port} (keys: memos keys create)", flush=True)
+    serve(args.path, host=args.host, port=args.port, limits=limits, log_level=args.log_level, **options)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .server import KeyStore
+
+    keys = KeyStore(Path(args.path) / "control")
+    try:
+        if args.keys_command == "create":
+            key_id, token = keys.create(args.tenant, name=args.name or "")
+            if args.json:
+                print(json.dumps({"key_id": key_id, "tenant": args.tenant, "key": token}))
+            else:
+                print(f"key id {key_id} for tenant {args.tenant!r} (shown once, store it now):\n{token}")
+        elif args.keys_command == "list":
+            rows = keys.list(args.tenant)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                state = f"revoked {r['revoked_at']}" if r.get("revoked_at") else "active"
+                print(f"{r['key_id']}  tenant={r['tenant']}  name={r.get('name') or '-'}  {state}")
+        else:
+            if not keys.revoke(args.key_id):
+                raise RequestError(f"no key with id {args.key_id!r}")
+            print(f"revoked {args.key_id}")
+    finally:
+        keys.close()
+    return 0
+
+
 def _store(args: argparse.Namespace) -> Any:
     from .stores.sqlite import SqliteStore
 
@@ -328,6 +369,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_search)
 
     sub.add_parser("stats", help="counts per cube, status and task state").set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("serve", help="the HTTP API (needs the 'server' extra and an API key)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(fn=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys of the server: create, list, revoke").add_subparsers(
+        dest="keys_command", required=True
+    )
+    p = keys.add_parser("create", help="a new key bound to a tenant (printed once)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_keys)
+    p = keys.add_parser("list", help="keys (ids, tenants, names; never the keys)")
+    p.add_argument("--tenant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_keys)
+    p = keys.add_parser("revoke", help="revoke a key by its id")
+    p.add_argument("key_id")
+    p.set_defaults(fn=cmd_keys)
 
     kb = sub.add_parser("kb", help="knowledge bases: add documents, list them").add_subparsers(
         dest="action", required=True

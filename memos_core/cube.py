@@ -49,6 +49,8 @@ CUBES, GRANTS, GRANTS_BY_USER, DOCS, WORKING = "cube", "grant", "grant_by_user",
 #: Records of a cube's activation caches and adapters (written by kv_accel; key
 #: ``cube_id SEP form SEP name``; value has ``form`` and ``memories``: ``[[id, version], ...]``).
 FORMS = "forms"
+#: Idempotency keys of adds (key ``user cube SEP key``; value: request digest and the answer).
+IDEMPOTENCY = "idempotency"
 _PAGE = 1000
 
 

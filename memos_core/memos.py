@@ -11,9 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, Literal
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
-from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, WORKING, MemCube, forms_summary
+from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, IDEMPOTENCY, WORKING, MemCube, forms_summary
 from .cube import SEP as _SEP
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import (
@@ -51,6 +53,7 @@ from .ports import (
     Op,
     PutItems,
     PutRecords,
+    TaskQueue,
     TouchItems,
 )
 from .reader import (
@@ -183,6 +186,7 @@ class MemOS:
         self.allow_local_images = allow_local_images
         self.working_size = max(2, working_size)
         self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
+        self._idem_lock = threading.Lock()
         self._mode = scheduler
         if scheduler == "thread":
             self.scheduler.start()
@@ -220,6 +224,7 @@ class MemOS:
         info: Mapping[str, Any] | None = None,
         async_mode: bool = True,
         cube_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Envelope[AddData]:
         """Remember a conversation turn (or several).
 
@@ -227,7 +232,60 @@ class MemOS:
         and their ids are final. The fine stage runs as task ``data.task_id``; with
         ``async_mode=False`` this call waits for it. ``cube_id`` writes into a cube another
         user shared with ``user_id`` read-write (default: the user's own cube).
+
+        ``idempotency_key``: a retried add with the same key (and the same request) returns
+        the first add's answer and stores nothing twice; the key is recorded in the same
+        transaction as the add. The same key with a different request is an error.
         """
+        if idempotency_key is None:
+            return self._add_message(
+                messages, user_id, conversation_id, agent_id, app_id, tags, info, async_mode, cube_id, None
+            )
+        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
+            raise InvalidInputError("idempotency_key must be a string of 1-200 characters")
+        request = json.dumps(
+            [list(messages), user_id, conversation_id, agent_id, app_id, tags, info, cube_id],
+            sort_keys=True,
+            default=str,
+        )
+        digest = hashlib.sha256(request.encode()).hexdigest()
+        key = f"{user_cube_id(user_id)}{_SEP}{idempotency_key}"
+        with self._idem_lock:  # a concurrent retry waits for the first and then reuses it
+            prior = self.store.get_record(IDEMPOTENCY, key)
+            if prior is None:
+                return self._add_message(
+                    messages,
+                    user_id,
+                    conversation_id,
+                    agent_id,
+                    app_id,
+                    tags,
+                    info,
+                    async_mode,
+                    cube_id,
+                    (key, digest),
+                )
+        if prior["request"] != digest:
+            raise InvalidInputError(f"idempotency key {idempotency_key!r} was used for another request")
+        data = AddData(**prior["data"])
+        task = self.store.get_task(data.task_id) if isinstance(self.store, TaskQueue) else None
+        if task is not None:
+            data = data.model_copy(update={"status": task.status})
+        return Envelope(data=data)
+
+    def _add_message(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        user_id: str,
+        conversation_id: str | None,
+        agent_id: str | None,
+        app_id: str | None,
+        tags: Sequence[str] | None,
+        info: Mapping[str, Any] | None,
+        async_mode: bool,
+        cube_id: str | None,
+        idempotency: tuple[str, str] | None,
+    ) -> Envelope[AddData]:
         _check_scope(user_id, conversation_id, agent_id, app_id)
         tag_list = self._check_tags(tags)
         info_dict = self._check_info(info)
@@ -272,6 +330,14 @@ class MemOS:
         ops: list[Op] = [PutItems(items, list(vectors)), EnqueueTask(task, payload)]
         if conversation_id is not None:  # the writer's working set, even in a shared cube
             ops.append(self._working_update(user_cube_id(user_id), conversation_id, recent=ids))
+        if idempotency is not None:  # in the add's own transaction: a retry finds it or nothing
+            answer = AddData(task_id=task.task_id, memory_ids=ids, status=TaskStatus.QUEUED)
+            record = {
+                "request": idempotency[1],
+                "data": answer.model_dump(mode="json"),
+                "at": now.isoformat(),
+            }
+            ops.append(PutRecords(IDEMPOTENCY, {idempotency[0]: record}))
         self.store.batch(ops)
         status = TaskStatus.QUEUED
         if not async_mode:
