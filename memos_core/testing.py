@@ -28,7 +28,7 @@ from .llms import LLM
 from .memos import MemOS
 from .text import tokenize
 
-__all__ = ["HashEmbedder", "OpenAICompatServer", "inline_memos"]
+__all__ = ["HashEmbedder", "MemosServer", "OpenAICompatServer", "inline_memos"]
 
 
 class HashEmbedder:
@@ -169,3 +169,119 @@ class OpenAICompatServer:
                 )
 
         return Handler
+
+
+class MemosServer:
+    """A real ``memos serve`` subprocess on loopback, for tests that go over HTTP.
+
+    Creates the data folder's API keys first (one per tenant in ``tenants``), starts
+    ``python -m memos_core.cli --path DATA serve`` on a free port, waits for ``/healthz``;
+    :meth:`stop` terminates it and :meth:`start` starts it again on the same folder (a
+    restart). ``embedder`` is a ``--embedder`` spec (``hash:64`` for speed; ``None``: the
+    packaged MiniLM).
+
+    Example:
+        >>> with MemosServer(tmp_path, tenants=("acme", "globex")) as srv:   # doctest: +SKIP
+        ...     client = MemOSClient(srv.base_url, api_key=srv.keys["acme"])
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        tenants: Sequence[str] = ("acme",),
+        embedder: str | None = "hash:64",
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 90.0,
+    ) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        self.path = Path(path)
+        self.embedder = embedder
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.keys: dict[str, str] = {}
+        self.key_ids: dict[str, str] = {}
+        self._cli = [sys.executable, "-m", "memos_core.cli", "--path", str(self.path)]
+        for tenant in tenants:
+            out = subprocess.run(
+                [*self._cli, "keys", "create", "--tenant", tenant, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            created = json.loads(out.stdout)
+            self.keys[tenant], self.key_ids[tenant] = created["key"], created["key_id"]
+        self._proc: Any = None
+        self.log = self.path / "server.log"
+
+    def start(self) -> MemosServer:
+        import subprocess
+        import sys
+        import urllib.request
+
+        args = list(self._cli)
+        if self.embedder:
+            args += ["--embedder", self.embedder]
+        args += ["serve", "--port", str(self.port), "--log-level", "warning", *self.extra_args]
+        self.path.mkdir(parents=True, exist_ok=True)
+        log = open(self.log, "ab")  # noqa: SIM115 - the server process owns it until stop()
+        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"memos serve exited with {self._proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(
+            f"memos serve did not answer in {self.startup_timeout}s: {self.log.read_text()[-2000:]}"
+        )
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Terminate the server (SIGTERM; ``kill=True``: SIGKILL, as a crash)."""
+        if self._proc is None:
+            return
+        if kill:
+            self._proc.kill()
+        else:
+            self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+        self._proc = None
+
+    def revoke(self, tenant: str) -> None:
+        import subprocess
+        import sys
+
+        subprocess.run(
+            [*self._cli, "keys", "revoke", self.key_ids[tenant]],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+    def __enter__(self) -> MemosServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
