@@ -224,7 +224,6 @@ class MemosServer:
 
     def start(self) -> MemosServer:
         import subprocess
-        import sys
         import urllib.request
 
         args = list(self._cli)
@@ -269,7 +268,6 @@ class MemosServer:
 
     def revoke(self, tenant: str) -> None:
         import subprocess
-        import sys
 
         subprocess.run(
             [*self._cli, "keys", "revoke", self.key_ids[tenant]],
