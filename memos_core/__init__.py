@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from .client import MemOSClient
 from .cube import FORMS, MemCube, forms_key, forms_summary
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder, default_embedder
 from .errors import (
@@ -81,6 +82,7 @@ __all__ = [
     "Limits",
     "MemCube",
     "MemOS",
+    "MemOSClient",
     "MemScheduler",
     "MemoryHit",
     "MemoryItem",

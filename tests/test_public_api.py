@@ -7,7 +7,7 @@ import memos_core
 EXPECTED = {
     "AddData", "CachingEmbedder", "ConflictError", "Embedder", "EmbeddingError", "Envelope",
     "FilterError", "InvalidInputError", "KnowledgeBaseNotFoundError", "LeaseLostError", "Limits", "MemOS",
-    "MemScheduler", "MemoryHit", "MemoryItem", "MemoryNotFoundError", "MemoryStatus",
+    "MemOSClient", "MemScheduler", "MemoryHit", "MemoryItem", "MemoryNotFoundError", "MemoryStatus",
     "MemoryStore", "MemoryType", "MemosError", "Message", "MissingDependencyError",
     "NotFoundError", "NotSupportedError", "Page", "PayloadTooLargeError", "PermissionDeniedError",
     "RequestError", "RetrievalConfig", "RuntimeFailure", "ScoredId", "SearchData",
