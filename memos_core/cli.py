@@ -203,6 +203,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """A local MCP server over stdio on this data folder; stdout carries the protocol only."""
+    from .mcp import create_server
+
+    with _open(args) as mem:
+        create_server(mem, default_user=args.user, log_level=args.log_level).run("stdio")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -376,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
     p.add_argument("--log-level", default="info")
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("mcp", help="a local MCP server over stdio (needs the 'server' extra)")
+    p.add_argument("--user", help="the user_id of tool calls that give none")
+    p.add_argument(
+        "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    p.set_defaults(fn=cmd_mcp)
 
     keys = sub.add_parser("keys", help="API keys of the server: create, list, revoke").add_subparsers(
         dest="keys_command", required=True
