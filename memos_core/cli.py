@@ -1,5 +1,5 @@
 """The ``memos`` command: ``demo``, ``add``, ``search``, ``stats``, ``kb``, ``export``,
-``import``, ``reindex``, ``serve``, ``keys``.
+``import``, ``reindex``, ``serve``, ``keys``, ``mcp``.
 
 The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
 (default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
