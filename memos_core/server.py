@@ -24,25 +24,32 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import InvalidInputError, MemosError, MissingDependencyError, PayloadTooLargeError
 from .memos import MemOS
 from .ports import Embedder
 from .reader import Limits
-from .schema import AddData, Envelope, MemoryItem, Page, SearchData, Task, utcnow
+from .schema import AddData, ContentPart, Envelope, MemoryItem, Page, SearchData, Task, utcnow
 from .stores.sqlite import SqliteStore
+
+try:  # the 'server' extra; create_app() names it when it is missing
+    from starlette.requests import Request
+except ImportError:  # pragma: no cover
+    Request = Any  # type: ignore[misc,assignment]
 
 __all__ = ["KeyStore", "ServerLimits", "TenantRegistry", "create_app"]
 
@@ -181,79 +188,143 @@ class ServerLimits:
     limits: Limits = field(default_factory=Limits)
 
 
+def _reject_surrogates(data: Any) -> None:
+    """ValueError for a lone surrogate anywhere in ``data``: JSON's ``\\ud800`` escapes decode
+    to strings that cannot be encoded as UTF-8 (nor stored, embedded or hashed)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"text is not valid Unicode (a lone surrogate: {value[:40]!r})") from exc
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 class _Req(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        _reject_surrogates(data)
+        return data
+
+
+#: An id in a request (users, conversations, agents, knowledge bases, memories): the facade
+#: also refuses control characters and blank ids (400).
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Tags = Annotated[list[str], Field(description="at most Limits.max_tags tags (413 beyond)")]
+Filter = Annotated[
+    dict[str, Any],
+    Field(description='the filter DSL (docs/filters.md), e.g. {"tags": {"contains": "work"}}'),
+]
+
+
+class MessageIn(BaseModel):
+    """An OpenAI-style chat message. ``content`` is a string or a list of parts
+    (``{"type": "text", "text": ...}``, ``{"type": "image_url", "image_url": {"url": ...}}``,
+    ``{"type": "file", "file": {...}}``); ``chat_time`` is ISO 8601 (default: now, UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str | list[ContentPart]
+    name: str | None = None
+    id: str | None = None
+    chat_time: datetime | None = None
+
 
 class AddMessageRequest(_Req):
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    user_id: str
-    conversation_id: str | None = None
-    agent_id: str | None = None
-    app_id: str | None = None
-    tags: list[str] | None = None
+    """``POST /v1/memories/add_message``: at most ``Limits.max_messages`` messages of at most
+    ``Limits.max_message_chars`` characters each (413 beyond)."""
+
+    messages: list[MessageIn] = Field(min_length=1)
+    user_id: Id
+    conversation_id: Id | None = None
+    agent_id: Id | None = None
+    app_id: Id | None = None
+    tags: Tags | None = None
     info: dict[str, Any] | None = None
     async_mode: bool = True
 
 
 class SearchRequest(_Req):
-    query: str
-    user_id: str
-    conversation_id: str | None = None
-    agent_id: str | None = None
-    filter: dict[str, Any] | None = None
-    knowledgebase_ids: list[str] | None = None
-    cube_ids: list[str] | None = None
-    top_k: int = 10
+    """``POST /v1/memories/search``: ``top_k`` up to ``Limits.max_top_k`` and a query of at
+    most ``Limits.max_query_chars`` characters (413 beyond)."""
+
+    query: str = Field(min_length=1)
+    user_id: Id
+    conversation_id: Id | None = None
+    agent_id: Id | None = None
+    filter: Filter | None = None
+    knowledgebase_ids: list[Id] | None = None
+    cube_ids: list[Id] | None = None
+    top_k: int = Field(10, ge=1)
 
 
 class ListRequest(_Req):
-    user_id: str
-    filter: dict[str, Any] | None = None
-    conversation_id: str | None = None
-    agent_id: str | None = None
-    limit: int = 50
-    offset: int = 0
+    user_id: Id
+    filter: Filter | None = None
+    conversation_id: Id | None = None
+    agent_id: Id | None = None
+    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=2**53)
 
 
 class UpdateRequest(_Req):
+    """Give at least one of ``memory``, ``tags``, ``info``; with ``user_id`` the memory's
+    cube must be writable by that user (403)."""
+
     memory: str | None = None
-    tags: list[str] | None = None
+    tags: Tags | None = None
     info: dict[str, Any] | None = None
-    user_id: str | None = None
+    user_id: Id | None = None
 
 
 class DeleteRequest(_Req):
-    memory_ids: list[str] | None = None
-    user_id: str | None = None
-    filter: dict[str, Any] | None = None
+    """``memory_ids`` (with ``user_id``: each must be writable by that user), or every memory
+    of ``user_id``'s own cube that ``filter`` selects."""
+
+    memory_ids: list[Id] | None = None
+    user_id: Id | None = None
+    filter: Filter | None = None
     hard: bool = False
 
 
 class FeedbackRequest(_Req):
-    user_id: str
-    conversation_id: str | None = None
-    feedback_content: str
+    user_id: Id
+    conversation_id: Id | None = None
+    feedback_content: str = Field(min_length=1)
     feedback_time: str | None = None
-    agent_id: str | None = None
-    memory_ids: list[str] | None = None
+    agent_id: Id | None = None
+    memory_ids: list[Id] | None = None
 
 
 class CreateKnowledgebaseRequest(_Req):
-    user_id: str
-    kb_id: str | None = None
+    user_id: Id
+    kb_id: Id | None = None
     name: str | None = None
     description: str = ""
 
 
 class AddDocumentRequest(_Req):
-    user_id: str
-    filename: str
+    """Exactly one of ``content_base64`` (PDF, DOCX, HTML, Markdown, text) and ``text``;
+    ``filename``'s extension picks the reader."""
+
+    user_id: Id
+    filename: str = Field(min_length=1, max_length=512)
     content_base64: str | None = None
     text: str | None = None
-    chunk_size: int = 800
-    chunk_overlap: int | None = None
-    tags: list[str] | None = None
+    chunk_size: int = Field(800, ge=50, le=1_000_000)
+    chunk_overlap: int | None = Field(None, ge=0)
+    tags: Tags | None = None
 
 
 class ErrorEnvelope(BaseModel):
@@ -278,61 +349,102 @@ def _error_body(exc: MemosError) -> dict[str, Any]:
     return {"code": exc.code, "message": str(exc), "data": None, "error": type(exc).__name__}
 
 
-class _BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes is refused with 413 before the app reads
-    it (by Content-Length, and by counting for chunked bodies)."""
+_HTTP_ERRORS = {
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLargeError",
+}
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
+def _api_key_header() -> Any:
+    from fastapi.security import APIKeyHeader
+
+    return APIKeyHeader(
+        name="Authorization",
+        scheme_name="Token",
+        description="`Token <key>` or `Bearer <key>` (keys: `memos keys create --tenant T`)",
+        auto_error=False,
+    )
+
+
+_UNAUTHORIZED = "missing, malformed, unknown or revoked API key (send Authorization: Token <key>)"
+
+
+def _token(header: bytes | None) -> str | None:
+    """The key in ``Token <key>`` or ``Bearer <key>`` (any case), else ``None``."""
+    if not header:
+        return None
+    scheme, _, value = header.decode("latin-1").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() not in ("token", "bearer") or not value or " " in value:
+        return None
+    return value
+
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+class _Gate:
+    """ASGI middleware in front of the app: authenticates every ``/v1`` request (401 before
+    anything of the request is read, so a bad key never learns whether its body was valid) and
+    refuses a body over ``limit`` bytes with 413 (by Content-Length, and by counting for chunked
+    bodies). The tenant of the key goes to the route as ``scope["state"]["memos_tenant"]``."""
+
+    def __init__(self, app: Any, *, keys: KeyStore, limit: int) -> None:
+        self.app, self.keys, self.limit = app, keys, limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        path = str(scope.get("path", ""))
+        if path == "/v1" or path.startswith("/v1/"):
+            token = _token(headers.get(b"authorization"))
+            tenant = self.keys.verify(token) if token else None
+            if tenant is None:
+                await _send_error(send, 401, "AuthenticationError", _UNAUTHORIZED, www_authenticate=True)
+                return
+            scope.setdefault("state", {})["memos_tenant"] = tenant
+        if not self.limit:
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await _send_error(send, 413, "PayloadTooLargeError", f"request body over {self.limit} bytes")
             return
         seen = 0
+        limit = self.limit
 
         async def counted() -> MutableMapping[str, Any]:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
+                if seen > limit:
+                    # An HTTPException, so FastAPI's body parsing passes it on instead of
+                    # turning it into a 400; the app's handler answers it as a 413 envelope.
+                    from starlette.exceptions import HTTPException
+
+                    raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._too_large(send)
-
-    async def _too_large(self, send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
-        import json
-
-        body = json.dumps(_error_body(PayloadTooLargeError(f"request body over {self.limit} bytes"))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await self.app(scope, counted, send)
 
 
-class _TooLarge(Exception):
-    pass
+async def _send_error(
+    send: Send, status: int, error: str, message: str, *, www_authenticate: bool = False
+) -> None:
+    import json
+
+    body = json.dumps({"code": status, "message": message, "data": None, "error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if www_authenticate:
+        headers.append((b"www-authenticate", b"Token"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -358,23 +470,32 @@ def create_app(
     fastapi = _fastapi()
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     limits = limits or ServerLimits()
     keys = keys or KeyStore(Path(root) / "control")
     tenants = tenants or TenantRegistry(
         root, embedder=embedder, limits=limits.limits, allow_local_images=False, **memos_options
     )
-    if open_tenants:
-        tenants.open_existing()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if open_tenants:  # every tenant's scheduler starts, so tasks queued earlier resume
+            tenants.open_existing()
+        try:
+            yield
+        finally:
+            tenants.close()
+            keys.close()
 
     app = fastapi.FastAPI(
+        lifespan=lifespan,
         title="MemOS",
         version="1",
         description="Memory for AI agents: the MemOS facade over HTTP. Every response is an "
         "envelope {code, message, data}. Authenticate with `Authorization: Token <key>`.",
     )
     app.state.keys, app.state.tenants, app.state.limits = keys, tenants, limits
-    idem_lock = threading.Lock()
 
     @app.exception_handler(MemosError)
     async def _memos_error(request: Any, exc: MemosError) -> Any:
@@ -386,17 +507,24 @@ def create_app(
     async def _invalid(request: Any, exc: Any) -> Any:
         parts = []
         for err in exc.errors()[:5]:
+            if err.get("type") == "json_invalid":
+                detail = (err.get("ctx") or {}).get("error", "")
+                parts.append(
+                    f"the body is not valid JSON ({detail})" if detail else "the body is not valid JSON"
+                )
+                continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where or 'body'}: {err.get('msg')}")
         body = {**_error_body(InvalidInputError("; ".join(parts) or "invalid request")), "code": 422}
         return JSONResponse(body, status_code=422)
 
-    @app.exception_handler(_TooLarge)
-    async def _too_large(request: Any, exc: Exception) -> Any:
-        return JSONResponse(
-            _error_body(PayloadTooLargeError(f"request body over {limits.max_body_bytes} bytes")),
-            status_code=413,
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Any, exc: Any) -> Any:
+        name = _HTTP_ERRORS.get(
+            exc.status_code, "RequestError" if exc.status_code < 500 else "RuntimeFailure"
         )
+        body = {"code": exc.status_code, "message": str(exc.detail), "data": None, "error": name}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _crash(request: Any, exc: Exception) -> Any:
@@ -404,28 +532,16 @@ def create_app(
         body = {"code": 500, "message": "internal error", "data": None, "error": "RuntimeFailure"}
         return JSONResponse(body, status_code=500)
 
-    def tenant_of(authorization: str | None = fastapi.Header(default=None)) -> MemOS:
-        token = None
-        if authorization:
-            scheme, _, value = authorization.strip().partition(" ")
-            if scheme.lower() in ("token", "bearer") and value.strip():
-                token = value.strip()
-        tenant = keys.verify(token) if token else None
+    def tenant_of(
+        request: Request,
+        authorization: str | None = fastapi.Security(_api_key_header()),
+    ) -> MemOS:
+        # The gate authenticated the key before the body was read; ``authorization`` is
+        # declared only so that the OpenAPI schema names the scheme.
+        tenant = request.scope.get("state", {}).get("memos_tenant")
         if tenant is None:
-            raise fastapi.HTTPException(
-                status_code=401,
-                detail="missing, unknown or revoked API key (Authorization: Token <key>)",
-                headers={"WWW-Authenticate": "Token"},
-            )
+            raise StarletteHTTPException(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Token"})
         return tenants.get(tenant)
-
-    @app.exception_handler(fastapi.HTTPException)
-    async def _http(request: Any, exc: Any) -> Any:
-        name = {401: "AuthenticationError", 404: "NotFoundError", 405: "MethodNotAllowed"}.get(
-            exc.status_code, "RequestError"
-        )
-        body = {"code": exc.status_code, "message": str(exc.detail), "data": None, "error": name}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     Tenant = fastapi.Depends(tenant_of)
     errors: dict[int | str, dict[str, Any]] = {
@@ -451,10 +567,10 @@ def create_app(
         ``Idempotency-Key`` header a retried add returns the first add's answer and stores
         nothing twice."""
         args = body.model_dump(exclude={"messages"})
-        if idempotency_key is None:
-            return mem.add_message(body.messages, **args)
-        with idem_lock:  # one add per key at a time in this process
-            return mem.add_message(body.messages, idempotency_key=idempotency_key, **args)
+        # The messages as the caller sent them (no defaults filled in), so that a retried add
+        # is the same request to the idempotency check.
+        messages = [m.model_dump(exclude_unset=True) for m in body.messages]
+        return mem.add_message(messages, idempotency_key=idempotency_key, **args)
 
     @route("post", "/v1/memories/search", Envelope[SearchData], "memories")
     def search_memory(body: SearchRequest, mem: MemOS = Tenant) -> Any:
@@ -532,13 +648,7 @@ def create_app(
     def delete_knowledgebase(kb_id: str, user_id: str, mem: MemOS = Tenant) -> Any:
         return mem.delete_knowledgebase(kb_id, user_id=user_id)
 
-    @app.on_event("shutdown")
-    def _close() -> None:
-        tenants.close()
-        keys.close()
-
-    if limits.max_body_bytes:
-        app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(_Gate, keys=keys, limit=limits.max_body_bytes)
     return app
 
 
