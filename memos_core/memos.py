@@ -186,7 +186,7 @@ class MemOS:
         self.allow_local_images = allow_local_images
         self.working_size = max(2, working_size)
         self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
-        self._idem_lock = threading.Lock()
+        self._idem_locks = [threading.Lock() for _ in range(64)]
         self._mode = scheduler
         if scheduler == "thread":
             self.scheduler.start()
@@ -250,7 +250,10 @@ class MemOS:
         )
         digest = hashlib.sha256(request.encode()).hexdigest()
         key = f"{user_cube_id(user_id)}{_SEP}{idempotency_key}"
-        with self._idem_lock:  # a concurrent retry waits for the first and then reuses it
+        stripe = hashlib.sha256(key.encode()).hexdigest()
+        # a concurrent retry of the same key waits for the first and then reuses its answer;
+        # other keys take other stripes and run in parallel
+        with self._idem_locks[int(stripe[:8], 16) % len(self._idem_locks)]:
             prior = self.store.get_record(IDEMPOTENCY, key)
             if prior is None:
                 return self._add_message(
