@@ -1,9 +1,10 @@
 """The MemOS API over HTTP: ``memos serve`` (FastAPI + uvicorn, extra ``server``).
 
-Every facade method is a route that answers the seed's envelope ``{code, message, data}``
-(errors too: ``{code, message, data: null, error: "<ExceptionClass>"}`` with the same HTTP
-status). ``GET /healthz`` needs no key; everything else needs ``Authorization: Token <key>``
-(or ``Bearer <key>``).
+The facade's seed methods are routes under ``/v1`` that answer the seed's envelope
+``{code, message, data}`` (errors too: ``{code, message, data: null, error: "<ExceptionClass>"}``
+with the same HTTP status; docs/server.md lists them). ``GET /healthz`` and the OpenAPI schema
+(``/openapi.json``, ``/docs``) need no key; every ``/v1`` request needs
+``Authorization: Token <key>`` (or ``Bearer <key>``), checked before its body is read.
 
 Tenants. An API key is bound to one tenant, and each tenant has its own MemOS on its own data
 folder (``<data>/tenants/<tenant>/``): the isolation boundary is a separate database, not a
@@ -501,7 +502,9 @@ def create_app(
     async def _memos_error(request: Any, exc: MemosError) -> Any:
         if exc.code >= 500:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse(_error_body(exc), status_code=exc.code)
+        # A store busy past its timeout is worth retrying soon (MemOSClient honours this).
+        headers = {"Retry-After": "1"} if exc.code == 503 else None
+        return JSONResponse(_error_body(exc), status_code=exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Any, exc: Any) -> Any:
@@ -514,7 +517,8 @@ def create_app(
                 )
                 continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{where or 'body'}: {err.get('msg')}")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{where or 'body'}: {msg}")
         body = {**_error_body(InvalidInputError("; ".join(parts) or "invalid request")), "code": 422}
         return JSONResponse(body, status_code=422)
 
@@ -545,7 +549,7 @@ def create_app(
 
     Tenant = fastapi.Depends(tenant_of)
     errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 413, 422, 500, 503)
+        code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 413, 422, 500, 501, 503)
     }
 
     KB = "knowledgebases"
