@@ -254,6 +254,7 @@ class AddMessageRequest(_Req):
     tags: Tags | None = None
     info: dict[str, Any] | None = None
     async_mode: bool = True
+    cube_id: Id | None = None  # a cube shared with user_id read-write (default: their own)
 
 
 class SearchRequest(_Req):
@@ -306,6 +307,7 @@ class FeedbackRequest(_Req):
     feedback_time: str | None = None
     agent_id: Id | None = None
     memory_ids: list[Id] | None = None
+    name: str | None = None
 
 
 class CreateKnowledgebaseRequest(_Req):

@@ -650,3 +650,16 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
             run()
     assert operations == len(ROUTES) + 1  # and /healthz
     assert calls["5xx"] == 0 and calls["2xx"] > 0 and calls["4xx"] > 0
+
+
+def test_add_into_another_cube_and_named_feedback_are_served(server: Server) -> None:
+    """add_message's cube_id and add_feedback's name reach the facade: writing into another
+    user's cube without a grant is a 403 (not a 422 for an unknown field), and feedback with
+    a name is accepted."""
+    api = server.api("acme")
+    _add(api, "bob", "Bob keeps bees.")
+    body = {"messages": [{"role": "user", "content": "hi"}], "user_id": "alice", "cube_id": "user:bob"}
+    denied = api.post("/v1/memories/add_message", json=body, status=403)
+    assert denied["error"] == "PermissionDeniedError"
+    fb = {"user_id": "bob", "feedback_content": "I keep wasps, not bees.", "name": "Bob"}
+    assert api.post("/v1/feedback", json=fb, status=200)["code"] == 200
