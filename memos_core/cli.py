@@ -197,7 +197,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.open_embedder:
         options["embedder"] = embedder_from_spec(args.open_embedder)
-    limits = ServerLimits(max_body_bytes=args.max_body_bytes)
+    from .reader import Limits
+
+    facade = Limits(max_messages=args.max_messages, max_top_k=args.max_top_k)
+    limits = ServerLimits(
+        max_body_bytes=args.max_body_bytes, max_document_bytes=args.max_document_bytes, limits=facade
+    )
+    options["lease_seconds"] = args.lease_seconds
     print(f"memos serve: {args.path} on http://{args.host}:{args.port} (keys: memos keys create)", flush=True)
     serve(args.path, host=args.host, port=args.port, limits=limits, log_level=args.log_level, **options)
     return 0
@@ -382,7 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the HTTP API (needs the 'server' extra and an API key)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20, help="largest request body")
+    p.add_argument("--max-document-bytes", type=int, default=6 * 2**20, help="largest document upload")
+    p.add_argument("--max-messages", type=int, default=1000, help="messages per add")
+    p.add_argument("--max-top-k", type=int, default=100, help="largest top_k of a search")
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=60.0,
+        help="a background task left running by a crashed server is taken over after this long",
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(fn=cmd_serve)
 
