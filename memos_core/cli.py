@@ -213,7 +213,8 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     """A local MCP server over stdio on this data folder; stdout carries the protocol only."""
     from .mcp import create_server
 
-    with _open(args) as mem:
+    # The model drives the tools: its image URLs may not read local files unless asked.
+    with _open(args, allow_local_images=args.allow_local_images) as mem:
         create_server(mem, default_user=args.user, log_level=args.log_level).run("stdio")
     return 0
 
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--max-body-bytes", type=int, default=8 * 2**20, help="largest request body")
-    p.add_argument("--max-document-bytes", type=int, default=6 * 2**20, help="largest document upload")
+    p.add_argument("--max-document-bytes", type=int, default=5 * 2**20, help="largest document upload")
     p.add_argument("--max-messages", type=int, default=1000, help="messages per add")
     p.add_argument("--max-top-k", type=int, default=100, help="largest top_k of a search")
     p.add_argument(
@@ -405,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="the user_id of tool calls that give none")
     p.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    p.add_argument(
+        "--allow-local-images",
+        action="store_true",
+        help="image parts may name local files (off: the model could read any image on this machine)",
     )
     p.set_defaults(fn=cmd_mcp)
 

@@ -164,6 +164,7 @@ class MemOSClient:
             raise InvalidInputError("MemOSClient needs base_url (or the environment variable MEMOS_BASE_URL)")
         if not api_key:
             raise InvalidInputError("MemOSClient needs api_key (or the environment variable MEMOS_API_KEY)")
+        _check_header("api_key", api_key)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInputError("max_retries must be an integer >= 0")
         if backoff < 0:
@@ -240,6 +241,8 @@ class MemOSClient:
                         )
                     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                         raise _Transient(exc) from exc  # never reached the server
+                    except httpx.LocalProtocolError as exc:  # a request we cannot even send
+                        raise InvalidInputError(f"the request cannot be sent: {exc}") from exc
                     except httpx.TransportError as exc:
                         if safe:
                             raise _Transient(exc) from exc
@@ -288,6 +291,7 @@ class MemOSClient:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise InvalidInputError("messages must be a list of message objects")
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        _check_header("idempotency_key", key)
         body = _drop_none(
             messages=list(messages),
             user_id=user_id,
@@ -297,7 +301,7 @@ class MemOSClient:
             tags=_list(tags),
             info=info,
             async_mode=async_mode,
-            cube_id=cube_id,  # not served yet: the server answers 422 when given
+            cube_id=cube_id,
         )
         return self._request(
             Envelope[AddData],
@@ -416,7 +420,7 @@ class MemOSClient:
             feedback_time=feedback_time.isoformat() if isinstance(feedback_time, datetime) else feedback_time,
             agent_id=agent_id,
             memory_ids=_list(memory_ids),
-            name=name,  # not served yet: the server answers 422 when given
+            name=name,
         )
         return self._request(Envelope[dict[str, Any]], "POST", "/v1/feedback", json=body, safe=False)
 
@@ -530,12 +534,22 @@ def _list(values: Sequence[str] | None) -> list[str] | str | None:
 
 
 def _seg(value: str) -> str:
-    """One path segment: an id with ``/``, ``?`` or ``#`` must not change the route."""
+    """One path segment: an id with ``?`` or ``#`` must not change the route, and one with
+    ``/`` is refused (servers decode ``%2F`` before routing, so it would reach another route;
+    no id the server makes contains one, and knowledge-base ids may not)."""
     from urllib.parse import quote
 
     if not isinstance(value, str) or not value:
         raise InvalidInputError("an id must be a non-empty string")
+    if "/" in value:
+        raise InvalidInputError(f"an id sent over HTTP cannot contain '/': {value!r}")
     return quote(value, safe="")
+
+
+def _check_header(name: str, value: str) -> None:
+    """Header values are printable ASCII; anything else is the caller's mistake, said now."""
+    if not isinstance(value, str) or not value or not all(" " <= c <= "~" for c in value):
+        raise InvalidInputError(f"{name} must be printable ASCII (it travels in an HTTP header)")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     InvalidInputError,
@@ -82,9 +82,18 @@ def _too_large(max_bytes: int) -> PayloadTooLargeError:
 
 
 def fetch_image(
-    url: str, *, timeout: float = 10.0, max_bytes: int = _MAX_BYTES, allow_local: bool = True
+    url: str,
+    *,
+    timeout: float = 10.0,
+    max_bytes: int = _MAX_BYTES,
+    allow_local: bool = True,
+    allow_private_hosts: bool = True,
 ) -> bytes:
     """Return the bytes behind an image URL; ``timeout`` bounds the whole http download.
+
+    ``allow_private_hosts=False`` (a server) refuses http(s) URLs whose host resolves to a
+    loopback, private, link-local or otherwise non-public address, at every redirect too, so a
+    caller cannot make the server probe its own network.
 
     Raises InvalidInputError for a malformed or unsupported URL (or a local one with ``allow_local=False``),
     PayloadTooLargeError beyond ``max_bytes``, OSError when unreachable (URLError, FileNotFoundError, ...).
@@ -102,7 +111,7 @@ def fetch_image(
         raise InvalidInputError(f"malformed URL: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
-        return _from_http(url, timeout, max_bytes)
+        return _from_http(url, timeout, max_bytes, public_only=not allow_private_hosts)
     if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
         raise InvalidInputError(f"unsupported URL scheme {scheme!r}; use http(s), data: or a file path")
     if not allow_local:
@@ -142,11 +151,42 @@ def _from_data_url(url: str, max_bytes: int) -> bytes:
     return data
 
 
-def _from_http(url: str, timeout: float, max_bytes: int) -> bytes:
+def _check_public(url: str) -> None:
+    """Refuse a URL whose host is, or resolves to, a non-public address."""
+    import ipaddress
+    import socket
+
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        raise InvalidInputError("image URL has no host")
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise ConnectionError(f"cannot resolve {host!r}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise InvalidInputError(
+                f"image URL host {host!r} is not a public address; this server fetches only public URLs"
+            )
+
+
+class _PublicRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        _check_public(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _from_http(url: str, timeout: float, max_bytes: int, *, public_only: bool = False) -> bytes:
     deadline = time.monotonic() + timeout  # urllib's timeout is per socket operation, not in total
     request = urllib.request.Request(url, headers={"User-Agent": "memos-suite", "Accept": "image/*"})
+    if public_only:
+        _check_public(url)
+        opener = urllib.request.build_opener(_PublicRedirects)
+    else:
+        opener = urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with opener.open(request, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise _too_large(max_bytes)
@@ -240,6 +280,7 @@ def read_image(
     timeout: float = 10.0,
     max_bytes: int = _MAX_BYTES,
     allow_local: bool = True,
+    allow_private_hosts: bool = True,
     do_ocr: bool = True,
     lang: str = "eng",
     ocr_timeout: float = 30.0,
@@ -257,7 +298,13 @@ def read_image(
 
     data = None
     try:
-        data = fetch_image(url, timeout=timeout, max_bytes=max_bytes, allow_local=allow_local)
+        data = fetch_image(
+            url,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            allow_local=allow_local,
+            allow_private_hosts=allow_private_hosts,
+        )
         im = _open(data)
     except MissingDependencyError as exc:  # no Pillow: the bytes may still serve a captioning model
         return failed(str(exc), data)

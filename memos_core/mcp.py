@@ -126,7 +126,8 @@ def create_server(
         return register
 
     def user(user_id: str | None) -> str:
-        uid = user_id or default_user
+        # an explicit "" is a mistake to report, not a request for the default user
+        uid = default_user if user_id is None else user_id
         if not uid:
             raise ToolError("InvalidInputError: user_id is required (or start the server with --user)")
         return uid
@@ -223,7 +224,7 @@ def create_server(
         filter: _Filter = None,
         conversation_id: Annotated[str | None, Field(description="only this conversation")] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 20,
-        offset: Annotated[int, Field(ge=0)] = 0,
+        offset: Annotated[int, Field(ge=0, le=2**53)] = 0,
     ) -> dict[str, Any]:
         """A page of the user's memories, newest first. Answers {items, total, next_offset}; pass
         next_offset as offset for the next page (null on the last one)."""

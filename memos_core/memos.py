@@ -145,6 +145,8 @@ class MemOS:
             When the LLM keeps answering badly or cannot be reached, the rules take over.
         vision_llm: captions images (an LLM with ``supports_vision``); OCR needs none.
         allow_local_images: image parts may name local files (off for a server).
+        allow_private_image_hosts: image URLs may point at loopback or private-network hosts
+            (off for a server: a caller must not make it probe its own network).
         working_size: how many memories a conversation's working set holds.
     """
 
@@ -163,6 +165,7 @@ class MemOS:
         vision_llm: LLM | None = None,
         llm_attempts: int = 2,
         allow_local_images: bool = True,
+        allow_private_image_hosts: bool = True,
         working_size: int = 16,
     ) -> None:
         if scheduler not in ("thread", "inline", "off"):
@@ -184,6 +187,7 @@ class MemOS:
         self.vision_llm = vision_llm
         self.llm_attempts = llm_attempts
         self.allow_local_images = allow_local_images
+        self.allow_private_image_hosts = allow_private_image_hosts
         self.working_size = max(2, working_size)
         self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
         self._idem_locks = [threading.Lock() for _ in range(64)]
@@ -256,18 +260,25 @@ class MemOS:
         with self._idem_locks[int(stripe[:8], 16) % len(self._idem_locks)]:
             prior = self.store.get_record(IDEMPOTENCY, key)
             if prior is None:
-                return self._add_message(
-                    messages,
-                    user_id,
-                    conversation_id,
-                    agent_id,
-                    app_id,
-                    tags,
-                    info,
-                    async_mode,
-                    cube_id,
-                    (key, digest),
-                )
+                try:
+                    return self._add_message(
+                        messages,
+                        user_id,
+                        conversation_id,
+                        agent_id,
+                        app_id,
+                        tags,
+                        info,
+                        async_mode,
+                        cube_id,
+                        (key, digest),
+                    )
+                except ConflictError:
+                    # Another process committed this key first (the record is created only if
+                    # absent, in the add's transaction, so ours rolled back whole): answer theirs.
+                    prior = self.store.get_record(IDEMPOTENCY, key)
+                    if prior is None:
+                        raise
         if prior["request"] != digest:
             raise InvalidInputError(f"idempotency key {idempotency_key!r} was used for another request")
         data = AddData(**prior["data"])
@@ -340,7 +351,7 @@ class MemOS:
                 "data": answer.model_dump(mode="json"),
                 "at": now.isoformat(),
             }
-            ops.append(PutRecords(IDEMPOTENCY, {idempotency[0]: record}))
+            ops.append(PutRecords(IDEMPOTENCY, {idempotency[0]: record}, if_absent=True))
         self.store.batch(ops)
         status = TaskStatus.QUEUED
         if not async_mode:
@@ -562,7 +573,9 @@ class MemOS:
         image is recorded on its source, never fatal."""
         from .images import read_image
 
-        reading = read_image(url, allow_local=self.allow_local_images)
+        reading = read_image(
+            url, allow_local=self.allow_local_images, allow_private_hosts=self.allow_private_image_hosts
+        )
         text = item.memory
         if reading.ocr_text:
             text += f"\nText in the image: {reading.ocr_text}"
@@ -822,6 +835,8 @@ class MemOS:
         :meth:`share_cube` (``kb_cube_id(kb_id)``) to let others search it."""
         _check_id("user_id", user_id)
         kb = str(_check_id("kb_id", kb_id)) if kb_id is not None else new_id()
+        if "/" in kb:  # an id is one URL path segment over HTTP
+            raise InvalidInputError(f"kb_id cannot contain '/': {kb!r}")
         cube = kb_cube_id(kb)
         if self.store.get_record(CUBES, cube) is not None:
             raise InvalidInputError(f"knowledge base {kb!r} exists already")

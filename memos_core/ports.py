@@ -144,6 +144,9 @@ class PutRecords:
 
     namespace: str
     records: Mapping[str, dict[str, Any] | None]
+    #: create only: a key that exists already fails the whole batch with ConflictError
+    #: (nothing of it is applied), so two writers racing on one key cannot both succeed.
+    if_absent: bool = False
 
 
 @dataclass(frozen=True)

@@ -56,14 +56,16 @@ __all__ = ["KeyStore", "ServerLimits", "TenantRegistry", "create_app"]
 
 log = logging.getLogger(__name__)
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: lower case only, no dots: a tenant is a folder name, and case-insensitive file systems
+#: (macOS, Windows) must not map two tenants onto one database
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _KEYS, _KEY_IDS = "apikey", "apikey_id"
 
 
 def _check_tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
         raise InvalidInputError(
-            f"tenant must be 1-64 characters of letters, digits, '_', '.', '-' (not {tenant!r})"
+            f"tenant must be 1-64 characters: lower-case letters, digits, '_', '-' (not {tenant!r})"
         )
     return tenant
 
@@ -93,7 +95,9 @@ class KeyStore:
     def create(self, tenant: str, *, name: str = "") -> tuple[str, str]:
         """A new key for ``tenant``: returns ``(key_id, token)``; the token is not stored."""
         _check_tenant(tenant)
-        key_id = secrets.token_hex(6)
+        key_id = secrets.token_hex(8)
+        while self.store.get_record(_KEY_IDS, key_id) is not None:  # never overwrite a key's record
+            key_id = secrets.token_hex(8)
         token = f"mk_{key_id}_{secrets.token_urlsafe(24)}"
         record = {"key_id": key_id, "tenant": tenant, "name": name, "created_at": utcnow().isoformat()}
         self.store.put_records(_KEYS, {self._digest(token): record})
@@ -158,7 +162,7 @@ class TenantRegistry:
 
     def open_existing(self) -> list[str]:
         """Open every tenant that has a folder, so its queued background tasks resume."""
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _TENANT.match(p.name))
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _TENANT.fullmatch(p.name))
         for name in names:
             self.get(name)
         return names
@@ -185,7 +189,7 @@ class ServerLimits:
     """
 
     max_body_bytes: int = 8 * 2**20
-    max_document_bytes: int = 6 * 2**20
+    max_document_bytes: int = 5 * 2**20  # base64 of 5 MiB fits the 8 MiB body
     limits: Limits = field(default_factory=Limits)
 
 
@@ -477,9 +481,9 @@ def create_app(
 
     limits = limits or ServerLimits()
     keys = keys or KeyStore(Path(root) / "control")
-    tenants = tenants or TenantRegistry(
-        root, embedder=embedder, limits=limits.limits, allow_local_images=False, **memos_options
-    )
+    # A caller's image URL must not read the server's files or probe its network.
+    memos_options = {"allow_local_images": False, "allow_private_image_hosts": False, **memos_options}
+    tenants = tenants or TenantRegistry(root, embedder=embedder, limits=limits.limits, **memos_options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

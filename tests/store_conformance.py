@@ -357,6 +357,21 @@ class MemoryStoreConformance:
             store.batch([PutRecords("doc", {"k": {"v": 1}}), PutItems([a], None, [99])])
         assert store.get_record("doc", "k") is None
 
+    def test_records_created_only_if_absent(self, store: MemoryStore) -> None:
+        """PutRecords(if_absent=True) creates keys; when one exists already the whole batch
+        fails with ConflictError and nothing of it is applied (idempotent adds rely on this to
+        store once when two writers race on one key)."""
+        if not store.supports_transactions:
+            pytest.skip("backend has no transactions")
+        store.batch([PutRecords("idem", {"k": {"v": 1}}, if_absent=True)])
+        (a,) = [item("never stored")]
+        with pytest.raises(ConflictError):
+            store.batch([PutItems([a], None), PutRecords("idem", {"k": {"v": 2}}, if_absent=True)])
+        assert store.get_record("idem", "k") == {"v": 1}
+        assert store.get([a.id]) == [None]
+        store.batch([PutRecords("idem", {"k2": {"v": 3}}, if_absent=True)])
+        assert store.get_record("idem", "k2") == {"v": 3}
+
     def test_replace_space_reembeds_a_cube(self, store: MemoryStore) -> None:
         """A PutItems with replace_space swaps every vector of a cube to another model (and
         dimension) at once; vector search then answers in the new space only."""

@@ -226,10 +226,32 @@ def test_base_url_and_api_key_from_the_environment(monkeypatch: pytest.MonkeyPat
 
 
 def test_ids_stay_one_path_segment() -> None:
-    script = Script(error(404, "MemoryNotFoundError"))
+    """'?' and '#' are escaped; '/' is refused before sending (servers decode %2F before
+    routing, so an id with one would reach another route)."""
+    script = Script(error(404, "MemoryNotFoundError"), error(404, "MemoryNotFoundError"))
     with pytest.raises(MemoryNotFoundError):
-        script.client().get_memory("../tasks/x?y#z", user_id="u1")
-    assert script.requests[0].url.raw_path == b"/v1/memories/..%2Ftasks%2Fx%3Fy%23z?user_id=u1"
+        script.client().get_memory("..x?y#z", user_id="u1")
+    assert script.requests[0].url.raw_path == b"/v1/memories/..x%3Fy%23z?user_id=u1"
+    for call in (
+        lambda c: c.get_memory("../tasks/x"),
+        lambda c: c.delete_knowledgebase("kb/documents/d1", user_id="u1"),
+        lambda c: c.get_task_status("a/b"),
+    ):
+        with pytest.raises(InvalidInputError, match="/"):
+            call(script.client())
+    assert len(script.requests) == 1
+
+
+def test_header_values_are_checked_before_sending() -> None:
+    """API keys and idempotency keys travel in headers: non-ASCII or control characters are
+    the caller's mistake, reported at once instead of retried as transport errors."""
+    with pytest.raises(InvalidInputError, match="api_key"):
+        MemOSClient("http://127.0.0.1:1", api_key="mk_é")
+    script = Script(error(500, "RuntimeFailure"))
+    for bad in ("clé", "a\nb"):
+        with pytest.raises(InvalidInputError, match="idempotency_key"):
+            script.client().add_message([{"role": "user", "content": "x"}], user_id="u", idempotency_key=bad)
+    assert script.requests == []
 
 
 def test_add_document_sends_the_bytes_and_the_files_name(tmp_path: Path) -> None:

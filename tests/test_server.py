@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient
 
-from memos_core import MemOS
+from memos_core import InvalidInputError, MemOS
 from memos_core.reader import Limits
 from memos_core.server import KeyStore, ServerLimits, create_app
 from memos_core.testing import HashEmbedder, MemosServer
@@ -663,3 +663,58 @@ def test_add_into_another_cube_and_named_feedback_are_served(server: Server) -> 
     assert denied["error"] == "PermissionDeniedError"
     fb = {"user_id": "bob", "feedback_content": "I keep wasps, not bees.", "name": "Bob"}
     assert api.post("/v1/feedback", json=fb, status=200)["code"] == 200
+
+
+def test_image_urls_cannot_reach_the_servers_own_network(server: Server) -> None:
+    """An image part naming a loopback or private host is refused before any request is sent
+    (the host never sees a hit), and the memory records why; a redirect to such a host is
+    refused too. Tenants cannot make the server probe its network."""
+    import http.server
+    import threading
+
+    from memos_core.images import _PublicRedirects, fetch_image
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    internal = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=internal.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{internal.server_address[1]}/admin/metadata"
+        api = server.api("acme")
+        parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": url}}]
+        body = {"messages": [{"role": "user", "content": parts}], "user_id": "eve", "async_mode": False}
+        added = api.post("/v1/memories/add_message", json=body, status=200)["data"]
+        stored = [api.get(f"/v1/memories/{i}", status=200)["data"] for i in added["memory_ids"]]
+        errors = [s.get("error") for item in stored for s in item["sources"] if s.get("error")]
+        assert hits == [] and any("not a public address" in e for e in errors), errors
+        for private in ("http://10.0.0.1/x.png", "http://localhost/x.png", "http://[::1]/x.png"):
+            with pytest.raises(InvalidInputError, match="not a public address"):
+                fetch_image(private, allow_private_hosts=False)
+        with pytest.raises(InvalidInputError):
+            _PublicRedirects().redirect_request(None, None, 302, "Found", {}, "http://169.254.169.254/")
+    finally:
+        internal.shutdown()
+        internal.server_close()
+
+
+def test_tenant_names_are_folder_safe_and_key_ids_unique(tmp_path: Path) -> None:
+    """Tenant names are lower-case letters, digits, '_' and '-' only (no trailing newline, no
+    case variants that a case-insensitive file system would merge, no dots)."""
+    keys = KeyStore(tmp_path / "control")
+    try:
+        for bad in ("Acme", "acme\n", "acme.", "../x", "a/b", "", "x" * 65):
+            with pytest.raises(InvalidInputError):
+                keys.create(bad)
+        ids = {keys.create("acme")[0] for _ in range(20)}
+        assert len(ids) == 20 and len(keys.list("acme")) == 20
+    finally:
+        keys.close()

@@ -505,7 +505,17 @@ class SqliteStore(MemoryStore):
 
     def _put_records(self, conn: sqlite3.Connection, op: PutRecords) -> None:
         for key, value in op.records.items():
-            if value is None:
+            if op.if_absent:
+                if value is None:
+                    raise InvalidInputError("PutRecords(if_absent=True) cannot delete")
+                cur = conn.execute(
+                    "INSERT INTO records(namespace, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT(namespace, key) DO NOTHING",
+                    (op.namespace, key, json.dumps(value, ensure_ascii=False, sort_keys=True)),
+                )
+                if cur.rowcount == 0:
+                    raise ConflictError(f"record {op.namespace}/{key} exists already")
+            elif value is None:
                 conn.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (op.namespace, key))
             else:
                 conn.execute(
