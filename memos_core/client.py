@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -520,6 +520,82 @@ class MemOSClient:
             params={"user_id": user_id},
             safe=False,
         )
+
+    # ------------------------------------------------------------------ more of the facade
+
+    def add_memory(
+        self,
+        memory: str,
+        *,
+        user_id: str,
+        memory_type: str = "long_term",
+        key: str | None = None,
+        tags: Sequence[str] | None = None,
+        info: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        agent_id: str | None = None,
+        app_id: str | None = None,
+        event_time: datetime | None = None,
+        cube_id: str | None = None,
+    ) -> Envelope[MemoryItem]:
+        """Store one memory as given, searchable at once; see :meth:`MemOS.add_memory`
+        (``sources`` is not served)."""
+        body = _drop_none(
+            memory=memory,
+            user_id=user_id,
+            memory_type=memory_type,
+            key=key,
+            tags=_list(tags),
+            info=info,
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            app_id=app_id,
+            event_time=event_time,
+            cube_id=cube_id,
+        )
+        return self._request(Envelope[MemoryItem], "POST", "/v1/memories/add_memory", json=body, safe=False)
+
+    def rollback_memory(
+        self, memory_id: str, version: int, *, user_id: str | None = None
+    ) -> Envelope[MemoryItem]:
+        """Restore an earlier version (as a new version); see :meth:`MemOS.rollback_memory`."""
+        body = _drop_none(version=version, user_id=user_id)
+        path = f"/v1/memories/{_seg(memory_id)}/rollback"
+        return self._request(Envelope[MemoryItem], "POST", path, json=body, safe=False)
+
+    def get_working_memory(self, user_id: str, conversation_id: str) -> Envelope[list[MemoryItem]]:
+        """A conversation's working set; see :meth:`MemOS.get_working_memory`."""
+        params = {"user_id": user_id, "conversation_id": conversation_id}
+        return self._request(
+            Envelope[list[MemoryItem]], "GET", "/v1/working_memory", params=params, safe=True
+        )
+
+    def share_cube(
+        self,
+        cube_id: str,
+        with_user_id: str,
+        mode: Literal["read", "write"] = "read",
+        *,
+        user_id: str | None = None,
+    ) -> Envelope[dict[str, str]]:
+        """Let another user of the tenant read (or write) a cube; see :meth:`MemOS.share_cube`."""
+        body = _drop_none(cube_id=cube_id, with_user_id=with_user_id, mode=mode, user_id=user_id)
+        return self._request(Envelope[dict[str, str]], "POST", "/v1/cubes/share", json=body, safe=True)
+
+    def unshare_cube(self, cube_id: str, with_user_id: str, *, user_id: str | None = None) -> Envelope[bool]:
+        """Take a grant back; see :meth:`MemOS.unshare_cube`."""
+        body = _drop_none(cube_id=cube_id, with_user_id=with_user_id, user_id=user_id)
+        return self._request(Envelope[bool], "POST", "/v1/cubes/unshare", json=body, safe=False)
+
+    def list_shares(self, user_id: str) -> Envelope[dict[str, list[dict[str, Any]]]]:
+        """Grants a user gave and received; see :meth:`MemOS.list_shares`."""
+        model = Envelope[dict[str, list[dict[str, Any]]]]
+        return self._request(model, "GET", "/v1/shares", params={"user_id": user_id}, safe=True)
+
+    def stats(self) -> dict[str, Any]:
+        """The tenant's counts per cube and status, tasks, size and forms; see :meth:`MemOS.stats`."""
+        answer = self._request(Envelope[dict[str, Any]], "GET", "/v1/stats", safe=True)
+        return answer.data
 
 
 def _drop_none(**fields: Any) -> dict[str, Any]:

@@ -314,6 +314,40 @@ class FeedbackRequest(_Req):
     name: str | None = None
 
 
+class AddMemoryRequest(_Req):
+    """``POST /v1/memories/add_memory``: one clean memory as given (no fine stage)."""
+
+    memory: str = Field(min_length=1)
+    user_id: Id
+    memory_type: str = "long_term"
+    key: str | None = None
+    tags: Tags | None = None
+    info: dict[str, Any] | None = None
+    conversation_id: Id | None = None
+    agent_id: Id | None = None
+    app_id: Id | None = None
+    event_time: datetime | None = None
+    cube_id: Id | None = None
+
+
+class RollbackRequest(_Req):
+    version: int = Field(ge=1, le=2**31)
+    user_id: Id | None = None
+
+
+class ShareRequest(_Req):
+    cube_id: Id
+    with_user_id: Id
+    mode: Literal["read", "write"] = "read"
+    user_id: Id | None = None
+
+
+class UnshareRequest(_Req):
+    cube_id: Id
+    with_user_id: Id
+    user_id: Id | None = None
+
+
 class CreateKnowledgebaseRequest(_Req):
     user_id: Id
     kb_id: Id | None = None
@@ -610,6 +644,37 @@ def create_app(
     def add_feedback(body: FeedbackRequest, mem: MemOS = Tenant) -> Any:
         args = body.model_dump(exclude={"user_id", "conversation_id", "feedback_content"})
         return mem.add_feedback(body.user_id, body.conversation_id, body.feedback_content, **args)
+
+    @route("post", "/v1/memories/add_memory", Envelope[MemoryItem], "memories")
+    def add_memory(body: AddMemoryRequest, mem: MemOS = Tenant) -> Any:
+        """Store one memory as given (a tool result, a note): searchable at once, no fine stage."""
+        return mem.add_memory(body.memory, **body.model_dump(exclude={"memory"}))
+
+    @route("post", "/v1/memories/{memory_id}/rollback", Envelope[MemoryItem], "memories")
+    def rollback_memory(memory_id: str, body: RollbackRequest, mem: MemOS = Tenant) -> Any:
+        return mem.rollback_memory(memory_id, body.version, user_id=body.user_id)
+
+    @route("get", "/v1/working_memory", Envelope[list[MemoryItem]], "memories")
+    def get_working_memory(user_id: str, conversation_id: str, mem: MemOS = Tenant) -> Any:
+        return mem.get_working_memory(user_id, conversation_id)
+
+    @route("post", "/v1/cubes/share", Envelope[dict[str, str]], "cubes")
+    def share_cube(body: ShareRequest, mem: MemOS = Tenant) -> Any:
+        """Let another user of this tenant read (or write) a cube."""
+        return mem.share_cube(body.cube_id, body.with_user_id, body.mode, user_id=body.user_id)
+
+    @route("post", "/v1/cubes/unshare", Envelope[bool], "cubes")
+    def unshare_cube(body: UnshareRequest, mem: MemOS = Tenant) -> Any:
+        return mem.unshare_cube(body.cube_id, body.with_user_id, user_id=body.user_id)
+
+    @route("get", "/v1/shares", Envelope[dict[str, list[dict[str, Any]]]], "cubes")
+    def list_shares(user_id: str, mem: MemOS = Tenant) -> Any:
+        return mem.list_shares(user_id)
+
+    @route("get", "/v1/stats", Envelope[dict[str, Any]], "meta")
+    def stats(mem: MemOS = Tenant) -> Any:
+        """The tenant's counts per cube and status, tasks per status, size, forms."""
+        return Envelope(data=mem.stats())
 
     @route("post", "/v1/knowledgebases", Envelope[dict[str, Any]], KB)
     def create_knowledgebase(body: CreateKnowledgebaseRequest, mem: MemOS = Tenant) -> Any:

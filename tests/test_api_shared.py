@@ -385,6 +385,40 @@ def test_delete_by_ids_and_by_filter(check: Callable[[Scenario], dict[str, Any]]
     assert out["by_filter"].data["deleted"] >= 2 and set(out["todo_left"]) == {"deleted"}
 
 
+def memories_shares_and_working_set(api: Api, user: str) -> dict[str, Any]:
+    friend = user + "-friend"
+    note = api.add_memory("Tool result: the invoice total is 99 EUR", user_id=user, tags=["tool"])
+    api.update_memory(note.data.id, memory="Tool result: the invoice total is 109 EUR", user_id=user)
+    back = api.rollback_memory(note.data.id, 1, user_id=user)
+    api.add_message(
+        turns("Plan the trip to Lisbon", "ok"), user_id=user, conversation_id="w1", async_mode=False
+    )
+    api.search_memory("trip", user_id=user, conversation_id="w1", top_k=2)
+    shared = api.share_cube(f"user:{user}", friend, "read", user_id=user)
+    friend_sees = hits(api.search_memory("invoice total", user_id=friend, cube_ids=[f"user:{user}"], top_k=2))
+    shares = api.list_shares(user)
+    unshared = api.unshare_cube(f"user:{user}", friend, user_id=user)
+    return {
+        "add_memory": note,
+        "rollback": back,
+        "working": api.get_working_memory(user, "w1"),
+        "share": shared,
+        "friend_sees": friend_sees,
+        "shares": shares,
+        "unshare": unshared,
+        "after": failure(lambda: api.search_memory("invoice", user_id=friend, cube_ids=[f"user:{user}"])),
+    }
+
+
+def test_add_memory_rollback_working_set_and_shares(check: Callable[[Scenario], dict[str, Any]]) -> None:
+    """The rest of the facade over HTTP: add_memory, rollback, the working set, sharing a cube
+    with another user of the tenant and taking it back."""
+    out = check(memories_shares_and_working_set)
+    assert out["rollback"].data.memory.endswith("99 EUR") and out["rollback"].data.version == 3
+    assert out["working"].data and out["share"].data and out["unshare"].data is True
+    assert out["friend_sees"] and out["after"]["error"] == "PermissionDeniedError"
+
+
 def feedback_corrects(api: Api, user: str) -> dict[str, Any]:
     api.add_message(turns("I live in Paris"), user_id=user, conversation_id="c1", async_mode=False)
     fb = api.add_feedback(user, "c1", "No, I moved to Berlin in May", feedback_time=T0 + timedelta(days=30))

@@ -43,6 +43,13 @@ ROUTES = {
     ("GET", "/v1/knowledgebases/{kb_id}/documents"),
     ("DELETE", "/v1/knowledgebases/{kb_id}/documents/{doc_id}"),
     ("DELETE", "/v1/knowledgebases/{kb_id}"),
+    ("POST", "/v1/memories/add_memory"),
+    ("POST", "/v1/memories/{memory_id}/rollback"),
+    ("GET", "/v1/working_memory"),
+    ("POST", "/v1/cubes/share"),
+    ("POST", "/v1/cubes/unshare"),
+    ("GET", "/v1/shares"),
+    ("GET", "/v1/stats"),
 }
 
 
@@ -718,3 +725,26 @@ def test_tenant_names_are_folder_safe_and_key_ids_unique(tmp_path: Path) -> None
         assert len(ids) == 20 and len(keys.list("acme")) == 20
     finally:
         keys.close()
+
+
+def test_tenant_b_cannot_reach_tenant_a_through_shares_rollback_working_set_or_stats(server: Server) -> None:
+    """The routes for the rest of the facade stay inside the key's tenant: B sharing "A's"
+    cube shares B's own cube of that name, B cannot roll back or see A's memories or working
+    set, and B's stats list no cube of A."""
+    a, b = server.api("acme"), server.api("globex")
+    note = a.post(
+        "/v1/memories/add_memory", json={"memory": "Acme secret: launch on Friday", "user_id": "alice"}
+    )
+    mid = note["data"]["id"]
+    a.post(f"/v1/memories/{mid}/update", json={"memory": "Acme secret: launch on Monday", "user_id": "alice"})
+    _add(a, "alice", "the plan", conversation_id="c1")
+    a.post("/v1/memories/search", json={"query": "plan", "user_id": "alice", "conversation_id": "c1"})
+    b.post(f"/v1/memories/{mid}/rollback", json={"version": 1}, status=404)
+    assert b.get("/v1/working_memory", params={"user_id": "alice", "conversation_id": "c1"})["data"] == []
+    b.post("/v1/cubes/share", json={"cube_id": "user:alice", "with_user_id": "mallory"}, status=200)
+    search = {"query": "secret launch", "user_id": "mallory", "cube_ids": ["user:alice"]}
+    assert b.post("/v1/memories/search", json=search, status=200)["data"]["memory_detail_list"] == []
+    assert a.get("/v1/shares", params={"user_id": "alice"})["data"] == {"shared_with_me": [], "granted": []}
+    assert "user:alice" not in b.get("/v1/stats")["data"].get("cubes", {})
+    assert "user:alice" in a.get("/v1/stats")["data"]["cubes"]
+    assert a.get(f"/v1/memories/{mid}")["data"]["memory"].endswith("Monday")
