@@ -691,7 +691,10 @@ class WeaviateStandIn:
         self._http.daemon_threads = True
         self.http_port = self._http.server_address[1]
         self._http_thread = threading.Thread(
-            target=self._http.serve_forever, name="weaviate-standin-http", daemon=True
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll
+            name="weaviate-standin-http",
+            daemon=True,
         )
         self._http_thread.start()
         return self
