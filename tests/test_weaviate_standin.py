@@ -18,7 +18,7 @@ weaviate = pytest.importorskip("weaviate")
 
 from weaviate.classes.config import Configure, DataType, Property  # noqa: E402
 from weaviate.classes.data import DataObject  # noqa: E402
-from weaviate.classes.query import Filter, HybridFusion, MetadataQuery  # noqa: E402
+from weaviate.classes.query import Filter, HybridFusion, MetadataQuery, Sort  # noqa: E402
 from weaviate.classes.tenants import Tenant  # noqa: E402
 from weaviate.exceptions import (  # noqa: E402
     UnexpectedStatusCodeError,
@@ -424,6 +424,9 @@ def test_fetch_objects_pages_and_by_ids(client: weaviate.WeaviateClient) -> None
     assert [o.uuid.int for o in t1.query.fetch_objects(limit=10, offset=4).objects] == [5]
     assert ids(t1.query.fetch_objects_by_ids([uid(2), uid(4), uid(9)]).objects) == {2, 4}
     assert t1.query.fetch_objects(limit=1, return_properties=[]).objects[0].properties == {}
+    assert [o.uuid.int for o in t1.iterator()] == [1, 2, 3, 4, 5]  # the `after` cursor
+    by_n = t1.query.fetch_objects(sort=Sort.by_property("n", ascending=False), limit=3)
+    assert [o.properties["n"] for o in by_n.objects] == [5, 4, 3]
 
 
 def test_near_vector_ranks_by_cosine_distance(client: weaviate.WeaviateClient) -> None:
