@@ -7,6 +7,7 @@ rankedFusion and relativeScoreFusion).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import uuid
@@ -557,3 +558,38 @@ def test_fixture_and_reset(weaviate_standin: WeaviateStandIn) -> None:
         assert not client.collections.exists("Mem")
     finally:
         client.close()
+
+
+def test_async_client(weaviate_standin: WeaviateStandIn) -> None:
+    """The async client (grpc.aio stubs, httpx.AsyncClient) drives the same stand-in."""
+
+    async def run() -> list[dict]:
+        client = weaviate.use_async_with_custom(
+            http_host="127.0.0.1",
+            http_port=weaviate_standin.http_port,
+            http_secure=False,
+            grpc_host="127.0.0.1",
+            grpc_port=weaviate_standin.grpc_port,
+            grpc_secure=False,
+            skip_init_checks=True,
+        )
+        await client.connect()
+        try:
+            coll = await client.collections.create(
+                "Mem",
+                properties=PROPS,
+                vector_config=Configure.Vectors.self_provided(),
+                multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+            )
+            await coll.tenants.create(["t1"])
+            t1 = coll.with_tenant("t1")
+            result = await t1.data.insert_many(
+                [DataObject(properties={"text": "hi there"}, vector=[1.0, 0.0])]
+            )
+            assert not result.has_errors
+            found = await t1.query.hybrid(query="hi", vector=[1.0, 0.0])
+            return [o.properties for o in found.objects]
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == [{"text": "hi there"}]
