@@ -328,14 +328,7 @@ class MemOS:
         vectors = item_vectors(self.embedder, items, fast=True)  # the fine stage adds the context
         ids = [i.id for i in items]
         now = utcnow()
-        task = Task(
-            task_id=new_id(),
-            kind=FINE_ADD,
-            status=TaskStatus.QUEUED,
-            created_at=now,
-            updated_at=now,
-            memory_ids=ids,
-        )
+        task = Task.queued(FINE_ADD, ids, at=now)
         payload: dict[str, Any] = {"memory_ids": ids}
         if previous:  # the fine stage adds these turns to the context of the ones before
             payload["previous"] = [i.id for i in previous]

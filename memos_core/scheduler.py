@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from .errors import ConflictError, LeaseLostError, RequestError, RuntimeFailure, TaskNotFoundError
 from .ports import CompleteTask, EnqueueTask, MemoryStore, Op, TaskQueue
-from .schema import Task, TaskStatus, new_id, utcnow
+from .schema import Task, TaskStatus
 
 __all__ = ["Handler", "MemScheduler"]
 
@@ -106,15 +106,7 @@ class MemScheduler:
         """Enqueue a durable task of a registered ``kind`` and wake the worker."""
         if kind not in self.handlers:
             raise RequestError(f"no handler is registered for task kind {kind!r}")
-        now = utcnow()
-        task = Task(
-            task_id=new_id(),
-            kind=kind,
-            status=TaskStatus.QUEUED,
-            created_at=now,
-            updated_at=now,
-            memory_ids=list(memory_ids),
-        )
+        task = Task.queued(kind, memory_ids)
         self.store.batch([EnqueueTask(task, dict(payload))])
         self.notify()
         return task

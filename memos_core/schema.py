@@ -7,6 +7,7 @@ models; change one with :meth:`MemoryItem.evolve`, which returns a new value.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
@@ -373,6 +374,19 @@ class Task(BaseModel):
     created_at: datetime
     updated_at: datetime
     memory_ids: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def queued(cls, kind: str, memory_ids: Sequence[str] = (), *, at: datetime | None = None) -> Task:
+        """A new task of ``kind``, queued now (or ``at``), with a fresh id."""
+        now = at or utcnow()
+        return cls(
+            task_id=new_id(),
+            kind=kind,
+            status=TaskStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+            memory_ids=list(memory_ids),
+        )
 
 
 # ----------------------------------------------------------------------------- envelopes
