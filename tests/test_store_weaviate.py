@@ -1,0 +1,274 @@
+"""WeaviateStore on the in-process stand-in: the whole conformance suite, tenant isolation
+(one tenant per cube), and the filter compiler checked operator by operator against the
+reference evaluator (:func:`memos_core.filters.evaluate`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("weaviate")
+
+from weaviate.classes.query import Filter
+
+import tests.weaviate_standin as standin_package
+from memos_core import FilterError, MemoryStore, StoreError
+from memos_core.filters import evaluate, parse_filter
+from memos_core.ports import PutItems
+from memos_core.stores.weaviate import (
+    WeaviateStore,
+    compile_filter,
+    info_pairs,
+    search_terms,
+    tenant_name,
+)
+from tests.weaviate_standin import WeaviateStandIn
+
+from .store_conformance import EMB, T0, MemoryStoreConformance, item, put
+
+UUID0 = "00000000-0000-0000-0000-000000000000"
+weaviate_standin = standin_package.weaviate_standin  # the shared fixture, made visible here
+
+
+class TestWeaviateConformance(MemoryStoreConformance):
+    @pytest.fixture
+    def make_store(self, weaviate_standin: WeaviateStandIn) -> Iterator[Callable[[], MemoryStore]]:
+        opened: list[WeaviateStore] = []
+
+        def make() -> MemoryStore:
+            store = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
+            store.setup()
+            opened.append(store)
+            return store
+
+        yield make
+        for s in opened:
+            s.close()
+
+
+@pytest.fixture
+def store(weaviate_standin: WeaviateStandIn) -> Iterator[WeaviateStore]:
+    s = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
+    s.setup()
+    s.setup()  # idempotent
+    yield s
+    s.close()
+
+
+# ----------------------------------------------------------------------------- tenants
+
+
+def test_cube_a_never_sees_cube_b(store: WeaviateStore) -> None:
+    """Search, filters, listing and deletes of cube A stay inside A's tenant, even when B holds
+    the same text, tags and vectors."""
+    a, b = put(
+        store,
+        item("shared secret about kites", cube="cube-a", tags=["t"], info={"scene": "x"}),
+        item("shared secret about kites", cube="cube-b", tags=["t"], info={"scene": "x"}),
+    )
+    q = EMB.embed(["shared secret about kites"])[0]
+    flt = parse_filter({"and": [{"tags": "t"}, {"scene": "x"}]})
+    assert [h.id for h in store.search_text(["cube-a"], "kites secret", flt)] == [a.id]
+    assert [h.id for h in store.search_vector(["cube-a"], q, flt)] == [a.id]
+    assert [i.id for i in store.list_items(["cube-a"], flt)[0]] == [a.id]
+    assert store.delete(["cube-a"], ids=[b.id], hard=True) == 0  # B's id through A's scope
+    assert store.delete(["cube-a"], where=flt) == 1
+    got_b = store.get([b.id])[0]
+    assert got_b is not None and got_b.status == "activated"
+    assert store.list_items(["cube-b"], flt)[1] == 1
+    assert {h.id for h in store.search_text(["cube-a", "cube-b"], "kites")} == {b.id}
+
+
+def test_a_cube_without_a_tenant_reads_as_empty(
+    store: WeaviateStore, weaviate_standin: WeaviateStandIn
+) -> None:
+    """Reads of an unknown cube return nothing and create no tenant; the first write does."""
+    q = EMB.embed(["x"])[0]
+    assert store.list_items(["nobody"]) == ([], 0)
+    assert store.search_text(["nobody"], "x") == []
+    assert store.search_vector(["nobody"], q) == []
+    assert store.delete(["nobody"], where=parse_filter({"tags": "t"})) == 0
+    client = weaviate_standin.connect()
+    try:
+        tenants = client.collections.use("MemosItem").tenants.get()
+        assert "nobody" not in tenants
+        put(store, item("hello", cube="some cube/with:odd chars"))
+        assert tenant_name("some cube/with:odd chars") in client.collections.use("MemosItem").tenants.get()
+    finally:
+        client.close()
+    assert store.list_items(["some cube/with:odd chars"])[1] == 1
+
+
+def test_a_failed_object_raises_naming_it(store: WeaviateStore) -> None:
+    """A per-object batch error is never dropped: StoreError names the item."""
+    ok, bad = item("fine"), item("wrong size")
+    with pytest.raises(StoreError, match=bad.id):
+        store.batch(
+            [PutItems([ok, bad], [EMB.embed(["fine"])[0], np.ones(7, dtype=np.float32)], replace_space=True)]
+        )
+
+
+def test_records_if_absent_and_odd_keys(store: WeaviateStore) -> None:
+    from memos_core import ConflictError
+    from memos_core.ports import PutRecords
+
+    store.batch([PutRecords("n", {"a*b?": {"v": 1}, "a-c": {"v": 2}}, if_absent=True)])
+    with pytest.raises(ConflictError):
+        store.batch([PutRecords("n", {"a*b?": {"v": 3}}, if_absent=True)])
+    assert store.list_records("n", "a*") == [("a*b?", {"v": 1})]
+    assert [k for k, _ in store.list_records("n", "a")] == ["a*b?", "a-c"]
+
+
+def test_search_terms_fold_plurals_and_segment_chinese() -> None:
+    assert search_terms("The cats and ponies", query=True) == ["cat", "pony"]
+    assert "客户" in search_terms("给客户做汇报")
+
+
+# ----------------------------------------------------------------------------- filters
+
+ITEMS = [
+    item(
+        "red apple pie",
+        user_id="u1",
+        key="language",
+        memory_type="preference",
+        tags=["study", "work"],
+        info={"scene": "chat", "n": 3, "flag": True, "nested": {"x": [1, 2]}, "custom_status": "待准备"},
+        version=2,
+        confidence=0.5,
+        event_time=T0 - timedelta(days=1),
+    ),
+    item("green apple", user_id="u2", key="lang", tags=["study"], info={"scene": "work", "n": 4.5}),
+    item(
+        "banana bread",
+        tags=[],
+        info={"n": "3", "words": ["chat", "x"]},
+        created_at=T0 + timedelta(minutes=1),
+        version=3,
+    ),
+    item("cherry", user_id="u1", memory_type="working", info={"scene": None}, confidence=1.0),
+]
+
+CASES: list[dict[str, Any]] = [
+    {"user_id": "u1"},
+    {"user_id": {"ne": "u1"}},
+    {"user_id": {"in": ["u1", "u2"]}},
+    {"user_id": {"nin": ["u1"]}},
+    {"user_id": {"exists": True}},
+    {"user_id": {"exists": False}},
+    {"user_id": None},
+    {"user_id": {"ne": None}},
+    {"memory": {"contains": "apple"}},
+    {"memory": {"like": "%apple%"}},
+    {"key": {"like": "lang_age"}},
+    {"key": {"gt": "lang"}},
+    {"key": {"gte": "lang"}},
+    {"memory_type": {"lt": "preference"}},
+    {"memory_type": {"lte": "preference"}},
+    {"version": {"gt": 1}},
+    {"version": {"gte": 1.5}},
+    {"version": {"lt": 2.5}},
+    {"version": {"lte": 2}},
+    {"version": 1.5},
+    {"version": {"ne": 1.5}},
+    {"version": {"in": [1, 3, 2.5]}},
+    {"version": {"nin": [2]}},
+    {"confidence": {"gte": 0.75}},
+    {"confidence": 1},
+    {"created_at": {"gt": "2024-05-01T12:00:30Z"}},
+    {"created_at": {"in": ["2024-05-01T12:00:00Z"]}},
+    {"created_at": "2024-05-01T12:00:00+00:00"},
+    {"event_time": {"exists": True}},
+    {"event_time": {"lt": "2024-05-01"}},
+    {"event_time": None},
+    {"tags": "study"},
+    {"tags": {"contains": "work"}},
+    {"tags": {"in": ["nope", "work"]}},
+    {"tags": {"nin": ["work"]}},
+    {"tags": {"ne": "study"}},
+    {"tags": {"like": "wor%"}},
+    {"tags": {"exists": True}},
+    {"tags": {"exists": False}},
+    {"scene": "chat"},
+    {"scene": {"ne": "chat"}},
+    {"scene": {"in": ["chat", "work"]}},
+    {"scene": {"nin": ["chat"]}},
+    {"scene": {"exists": True}},
+    {"scene": {"exists": False}},
+    {"scene": None},
+    {"scene": {"contains": "ha"}},
+    {"scene": {"like": "c%t"}},
+    {"n": 3},
+    {"n": 3.0},
+    {"n": "3"},
+    {"n": {"in": [4.5, 7]}},
+    {"flag": True},
+    {"flag": 1},
+    {"nested.x": {"contains": 1}},
+    {"nested": {"exists": True}},
+    {"words": {"contains": "chat"}},
+    {"info.custom_status": "待准备"},
+    {"and": [{"tags": "study"}, {"not": {"user_id": "u2"}}]},
+    {"or": [{"scene": "work"}, {"version": {"gte": 3}}]},
+    {"not": {"or": [{"tags": {"exists": True}}, {"n": 4.5}]}},
+]
+
+
+@pytest.fixture
+def loaded(store: WeaviateStore) -> WeaviateStore:
+    put(store, *ITEMS)
+    return store
+
+
+@pytest.mark.parametrize("spec", CASES, ids=[str(c) for c in CASES])
+def test_compiled_filter_selects_what_the_evaluator_selects(
+    loaded: WeaviateStore, spec: dict[str, Any]
+) -> None:
+    """Every operator on every field kind: the stand-in, given the compiled filter, selects
+    exactly the items the reference evaluator accepts."""
+    node = parse_filter(spec)
+    want = {i.memory for i in ITEMS if evaluate(node, i)}
+    got, total = loaded.list_items(["cube-a"], node)
+    assert {i.memory for i in got} == want and total == len(want)
+
+
+def test_id_filter(loaded: WeaviateStore) -> None:
+    got, _ = loaded.list_items(["cube-a"], parse_filter({"id": {"in": [ITEMS[1].id, "not-a-uuid"]}}))
+    assert [i.id for i in got] == [ITEMS[1].id]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"n": {"gt": 1}},
+        {"scene": {"lte": "z"}},
+        {"tags": {"like": "a*"}},
+        {"memory": {"contains": "what?"}},
+        {"scene": {"like": "x?%"}},
+    ],
+)
+def test_what_weaviate_cannot_express_is_a_filter_error(spec: dict[str, Any]) -> None:
+    """Order tests on info keys and literal '*'/'?' in like patterns fail at compile time."""
+    with pytest.raises(FilterError):
+        compile_filter(parse_filter(spec))
+
+
+def test_compile_is_pure_and_builds_weaviate_filters() -> None:
+    assert compile_filter(None) is None
+    flt = compile_filter(parse_filter({"and": [{"tags": "a"}, {"version": {"gte": 1.5}}]}))
+    assert type(flt) is type(Filter.all_of([Filter.by_property("a").equal(1), Filter.by_id().equal(UUID0)]))
+    tags, version = flt.filters
+    assert (tags.target, tags.value) == ("tags", ["a"])
+    assert (version.target, version.operator.name, version.value) == ("version", "GREATER_THAN_EQUAL", 2)
+    assert info_pairs({"a": {"b": [1, "x", None]}, "c": 2.0, "d": None}) == [
+        "a",
+        "a.b",
+        "a.b[]=1",
+        'a.b[]="x"',
+        "c",
+        "c=2",
+    ]
