@@ -272,3 +272,12 @@ def test_compile_is_pure_and_builds_weaviate_filters() -> None:
         "c",
         "c=2",
     ]
+
+
+def test_from_url_connects_and_close_releases(weaviate_standin: WeaviateStandIn) -> None:
+    url = f"http://{weaviate_standin.host}:{weaviate_standin.http_port}"
+    s = WeaviateStore.from_url(url, grpc_port=weaviate_standin.grpc_port, skip_init_checks=True)
+    s.setup()
+    (a,) = put(s, item("over the url"))
+    assert s.get([a.id])[0] == a
+    s.close()
