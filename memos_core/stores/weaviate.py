@@ -44,11 +44,11 @@ import math
 import re
 import time
 import uuid as uuid_lib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -60,6 +60,7 @@ from ..errors import (
     InvalidInputError,
     MemosError,
     MissingDependencyError,
+    NotSupportedError,
     StoreError,
 )
 from ..ports import (
@@ -81,10 +82,21 @@ from ..schema import MemoryItem, parse_time, utcnow
 from ..text import tokenize
 
 if TYPE_CHECKING:
-    from weaviate import WeaviateClient
-    from weaviate.collections import Collection
+    from weaviate import WeaviateAsyncClient, WeaviateClient
 
-__all__ = ["WeaviateStore", "compile_filter", "item_properties", "search_terms"]
+__all__ = [
+    "AsyncWeaviateStore",
+    "Call",
+    "HybridSearch",
+    "WeaviatePlanner",
+    "WeaviateStore",
+    "arun_plan",
+    "compile_filter",
+    "connection_params",
+    "item_properties",
+    "run_plan",
+    "search_terms",
+]
 
 _NS = uuid_lib.UUID("6f1c1d0e-5d1b-4c55-9a38-2f5a1f1f0c11")
 _TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -365,189 +377,275 @@ class _Stored:
     seq: int
 
 
-# ----------------------------------------------------------------------------- the store
+@dataclass(frozen=True)
+class HybridSearch:
+    """Weaviate's native hybrid search (``query.hybrid``, ``relativeScoreFusion``) over the item
+    text and vectors; result: best-first ``ScoredId``, fused scores in [0, 1].
+
+    ``alpha`` weighs the vector leg (``1 - alpha`` the BM25 leg): 0 is pure BM25, 1 pure vector.
+    A Weaviate-only op (the embedded stores have none): the MemOS retrieval keeps calling
+    :class:`TextSearch` and :class:`VectorSearch` and fuses them itself, so rankings are the same
+    on every backend. See docs/weaviate.md for how the two fusions differ.
+    """
+
+    cube_ids: Sequence[str]
+    query: str
+    vector: np.ndarray
+    where: F.Node | None = None
+    limit: int = 10
+    alpha: float = 0.5
+    model_id: str | None = None
 
 
-class WeaviateStore(MemoryStore):
-    """Memory items and records in Weaviate, one tenant per cube.
+# ----------------------------------------------------------------------------- requests and drivers
 
-    Example:
-        >>> store = WeaviateStore.from_url("http://localhost:8080")  # doctest: +SKIP
-        >>> store.setup()  # doctest: +SKIP
-        >>> store.put([MemoryItem(cube_id="u1", memory="likes tea")], [vector])  # doctest: +SKIP
 
-    Args:
-        client: A connected ``weaviate.WeaviateClient``; the store does not close an injected one.
-        collection: The items collection; records go to ``<collection>Record``.
-        owns_client: Close ``client`` in :meth:`close`.
+@dataclass(frozen=True)
+class Call:
+    """One request to Weaviate, as data: the method at ``path`` (``"query.bm25"``) of the
+    handle of ``collection`` (``None``: the client itself) with ``tenant``, called with ``args``
+    and ``kwargs`` (filters, properties, vectors, limits). The planner yields these; a driver
+    performs them on a sync or an async client, which share this exact API, and sends the
+    result (or throws the error) back into the plan."""
+
+    collection: str | None
+    tenant: str | None
+    path: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+_T = TypeVar("_T")
+
+#: A plan: a generator that yields :class:`Call` s, receives their results and returns the op's
+#: result. Plans do no I/O, so the sync and the async store run the very same ones.
+Plan = Generator[Call, Any, _T]
+
+
+def _method(client: Any, call: Call) -> Any:
+    obj = client if call.collection is None else client.collections.use(call.collection)
+    if call.tenant is not None:
+        obj = obj.with_tenant(call.tenant)
+    for name in call.path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def run_plan(client: WeaviateClient, plan: Plan[_T]) -> _T:
+    """The sync driver: perform each call of ``plan`` on ``client``."""
+    try:
+        call = next(plan)
+        while True:
+            try:
+                result = _method(client, call)(*call.args, **call.kwargs)
+            except Exception as exc:
+                call = plan.throw(exc)
+            else:
+                call = plan.send(result)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+
+
+async def arun_plan(client: WeaviateAsyncClient, plan: Plan[_T]) -> _T:
+    """The async driver: :func:`run_plan`, awaiting each call."""
+    try:
+        call = next(plan)
+        while True:
+            try:
+                result = await _method(client, call)(*call.args, **call.kwargs)
+            except Exception as exc:
+                call = plan.throw(exc)
+            else:
+                call = plan.send(result)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Translate backend errors into StoreError at the boundary (ours pass through)."""
+    try:
+        yield
+    except MemosError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"weaviate {what} failed: {exc}") from exc
+
+
+_CLOUD_DOMAINS = (".weaviate.cloud", ".weaviate.network")
+
+
+def connection_params(
+    url: str, *, grpc_port: int | None = None, grpc_host: str | None = None, api_key: str | None = None
+) -> dict[str, Any]:
+    """The ``connect_to_custom`` / ``use_async_with_custom`` arguments for ``url``: gRPC on the
+    same host (``grpc-<host>`` on Weaviate Cloud) at ``grpc_port`` (50051, 443 over https);
+    ``api_key`` becomes the API-key auth credentials."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidInputError(f"weaviate url {url!r}: expected http://host:port or https://host")
+    secure = parsed.scheme == "https"
+    host = parsed.hostname or "localhost"
+    if grpc_host is None:
+        cloud = host.endswith(_CLOUD_DOMAINS) and not host.startswith("grpc-")
+        grpc_host = f"grpc-{host}" if cloud else host
+    params: dict[str, Any] = {
+        "http_host": host,
+        "http_port": parsed.port or (443 if secure else 8080),
+        "http_secure": secure,
+        "grpc_host": grpc_host,
+        "grpc_port": grpc_port or (443 if secure else 50051),
+        "grpc_secure": secure,
+    }
+    if api_key:
+        params["auth_credentials"] = _weaviate().classes.init.Auth.api_key(api_key)
+    return params
+
+
+# ----------------------------------------------------------------------------- the planner
+
+
+class WeaviatePlanner:
+    """The I/O-free core both stores share: every op as a :data:`Plan`.
+
+    It holds the collection names and the cache of tenants known to exist; a driver
+    (:func:`run_plan`, :func:`arun_plan`) performs what a plan asks for.
     """
 
     supports_tasks = False
     supports_transactions = False
     supports_multiprocess = True
 
-    def __init__(
-        self, *, client: WeaviateClient, collection: str = "MemosItem", owns_client: bool = False
-    ) -> None:
-        self._client = client
+    def __init__(self, *, collection: str = "MemosItem") -> None:
         self._name = collection
         self._records_name = f"{collection}Record"
-        self._owns = owns_client
         self._tenants: set[str] = set()
 
-    @classmethod
-    def from_url(
-        cls, url: str, *, grpc_port: int = 50051, collection: str = "MemosItem", **kwargs: Any
-    ) -> WeaviateStore:
-        """Connect to ``url`` (``http://host:8080``; gRPC on ``grpc_port`` of the same host)."""
-        weaviate = _weaviate()
-        parsed = urlparse(url)
-        secure = parsed.scheme == "https"
-        host = parsed.hostname or "localhost"
-        client = weaviate.connect_to_custom(
-            http_host=host,
-            http_port=parsed.port or (443 if secure else 8080),
-            http_secure=secure,
-            grpc_host=host,
-            grpc_port=grpc_port,
-            grpc_secure=secure,
-            **kwargs,
-        )
-        return cls(client=client, collection=collection, owns_client=True)
+    def _call(self, tenant: str | None, path: str, *args: Any, **kwargs: Any) -> Call:
+        return Call(self._name, tenant, path, args, kwargs)
 
-    # ------------------------------------------------------------------ plumbing
+    def _rcall(self, path: str, *args: Any, **kwargs: Any) -> Call:
+        return Call(self._records_name, None, path, args, kwargs)
 
-    def setup(self) -> None:
-        """Create both collections when missing. Idempotent."""
+    # ------------------------------------------------------------------ setup
+
+    def plan_setup(self) -> Plan[None]:
+        """Create both collections when missing."""
         wvc = _weaviate().classes.config
-        text, field = wvc.DataType.TEXT, wvc.Tokenization.FIELD
+        text, field_tok = wvc.DataType.TEXT, wvc.Tokenization.FIELD
 
         def prop(name: str, data_type: Any, **kw: Any) -> Any:
             return wvc.Property(name=name, data_type=data_type, **kw)
 
-        with self._errors("setup"):
-            if not self._client.collections.exists(self._name):
-                props = [
-                    prop("item_json", text, index_filterable=False, index_searchable=False),
-                    prop(
-                        "search_text",
-                        text,
-                        tokenization=wvc.Tokenization.WHITESPACE,
-                        index_filterable=False,
-                        index_searchable=True,
-                    ),
-                    *[prop(n, text, tokenization=field, index_searchable=False) for n in _TEXT_PROPS],
-                    *[
-                        prop(n, wvc.DataType.TEXT_ARRAY, tokenization=field, index_searchable=False)
-                        for n in (*_LIST_PROPS, "info_pairs")
-                    ],
-                    *[prop(n, wvc.DataType.INT) for n in _INT_PROPS],
-                    prop("confidence", wvc.DataType.NUMBER),
-                    *[prop(n, wvc.DataType.DATE) for n in _DATE_PROPS],
-                ]
-                self._client.collections.create(
-                    self._name,
-                    properties=props,
-                    vector_config=wvc.Configure.Vectors.self_provided(
+        if not (yield Call(None, None, "collections.exists", (self._name,))):
+            props = [
+                prop("item_json", text, index_filterable=False, index_searchable=False),
+                prop(
+                    "search_text",
+                    text,
+                    tokenization=wvc.Tokenization.WHITESPACE,
+                    index_filterable=False,
+                    index_searchable=True,
+                ),
+                *[prop(n, text, tokenization=field_tok, index_searchable=False) for n in _TEXT_PROPS],
+                *[
+                    prop(n, wvc.DataType.TEXT_ARRAY, tokenization=field_tok, index_searchable=False)
+                    for n in (*_LIST_PROPS, "info_pairs")
+                ],
+                *[prop(n, wvc.DataType.INT) for n in _INT_PROPS],
+                prop("confidence", wvc.DataType.NUMBER),
+                *[prop(n, wvc.DataType.DATE) for n in _DATE_PROPS],
+            ]
+            yield Call(
+                None,
+                None,
+                "collections.create",
+                (self._name,),
+                {
+                    "properties": props,
+                    "vector_config": wvc.Configure.Vectors.self_provided(
                         name=_VECTOR,
                         vector_index_config=wvc.Configure.VectorIndex.hnsw(
                             distance_metric=wvc.VectorDistances.COSINE
                         ),
                     ),
-                    multi_tenancy_config=wvc.Configure.multi_tenancy(enabled=True),
-                    inverted_index_config=wvc.Configure.inverted_index(index_null_state=True),
-                )
-            if not self._client.collections.exists(self._records_name):
-                self._client.collections.create(
-                    self._records_name,
-                    properties=[
-                        prop("namespace", text, tokenization=field, index_searchable=False),
-                        prop("key", text, tokenization=field, index_searchable=False),
+                    "multi_tenancy_config": wvc.Configure.multi_tenancy(enabled=True),
+                    "inverted_index_config": wvc.Configure.inverted_index(index_null_state=True),
+                },
+            )
+        if not (yield Call(None, None, "collections.exists", (self._records_name,))):
+            yield Call(
+                None,
+                None,
+                "collections.create",
+                (self._records_name,),
+                {
+                    "properties": [
+                        prop("namespace", text, tokenization=field_tok, index_searchable=False),
+                        prop("key", text, tokenization=field_tok, index_searchable=False),
                         prop("value", text, index_filterable=False, index_searchable=False),
                     ],
-                    vector_config=wvc.Configure.Vectors.self_provided(),
-                )
+                    "vector_config": wvc.Configure.Vectors.self_provided(),
+                },
+            )
 
-    def close(self) -> None:
-        if self._owns:
-            self._client.close()
+    # ------------------------------------------------------------------ ops
 
-    @staticmethod
-    @contextmanager
-    def _errors(what: str) -> Iterator[None]:
-        """Translate backend errors into StoreError at the boundary (ours pass through)."""
-        try:
-            yield
-        except MemosError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"weaviate {what} failed: {exc}") from exc
-
-    @property
-    def _items(self) -> Collection[Any, Any]:
-        return self._client.collections.use(self._name)
-
-    @property
-    def _records(self) -> Collection[Any, Any]:
-        return self._client.collections.use(self._records_name)
-
-    def _has_tenant(self, cube_id: str) -> bool:
-        name = tenant_name(cube_id)
-        if name not in self._tenants and self._items.tenants.exists(name):
-            self._tenants.add(name)
-        return name in self._tenants
-
-    def _tenant(self, cube_id: str, *, create: bool = False) -> Collection[Any, Any] | None:
-        """The cube's tenant handle; ``None`` when it has none (and ``create`` is false)."""
-        name = tenant_name(cube_id)
-        if not self._has_tenant(cube_id):
-            if not create:
-                return None
-            from weaviate.classes.tenants import Tenant
-
-            self._items.tenants.create([Tenant(name=name)])
-            self._tenants.add(name)
-        return self._items.with_tenant(name)
-
-    # ------------------------------------------------------------------ batch
-
-    def batch(self, ops: Sequence[Op]) -> list[Any]:
-        """Apply ``ops`` in order, one by one (no transaction: see the module docstring)."""
-        out: list[Any] = []
-        for op in ops:
-            with self._errors(type(op).__name__):
-                out.append(self._apply(op))
-        return out
-
-    def _apply(self, op: Op) -> Any:
+    def plan(self, op: Op | HybridSearch) -> Plan[Any]:
+        """The plan of one op."""
         if isinstance(op, PutItems):
-            return self._put(op)
+            return (yield from self._put(op))
         if isinstance(op, GetItems):
-            return self._get(op.ids)
+            return (yield from self._get(op.ids))
         if isinstance(op, DeleteItems):
-            return self._delete(op)
+            return (yield from self._delete(op))
         if isinstance(op, ListItems):
-            return self._list(op)
+            return (yield from self._list(op))
         if isinstance(op, TextSearch):
-            return self._text_search(op)
+            return (yield from self._text_search(op))
         if isinstance(op, VectorSearch):
-            return self._vector_search(op)
+            return (yield from self._vector_search(op))
+        if isinstance(op, HybridSearch):
+            return (yield from self._hybrid_search(op))
         if isinstance(op, TouchItems):
-            return self._touch(op)
+            return (yield from self._touch(op))
         if isinstance(op, PutRecords):
-            return self._put_records(op)
+            return (yield from self._put_records(op))
         if isinstance(op, GetRecords):
-            found = self._read_records(op.namespace, op.keys)
+            found = yield from self._read_records(op.namespace, op.keys)
             return [found.get(k) for k in op.keys]
         if isinstance(op, ListRecords):
-            return self._list_records(op)
+            return (yield from self._list_records(op))
         raise InvalidInputError(f"the Weaviate store does not support {type(op).__name__}")
+
+    # ------------------------------------------------------------------ tenants
+
+    def _tenant(self, cube_id: str, *, create: bool = False) -> Plan[str | None]:
+        """The cube's tenant name; ``None`` when it has none (and ``create`` is false)."""
+        name = tenant_name(cube_id)
+        if name not in self._tenants and (yield self._call(None, "tenants.exists", name)):
+            self._tenants.add(name)
+        if name not in self._tenants:
+            if not create:
+                return None
+            yield self._call(None, "tenants.create", [name])
+            self._tenants.add(name)
+        return name
+
+    def _tenants_of(self, cube_ids: Sequence[str]) -> Plan[list[tuple[str, str]]]:
+        """``(cube, tenant)`` of the cubes that have a tenant."""
+        if not cube_ids:
+            raise InvalidInputError("at least one cube id is required")
+        out: list[tuple[str, str]] = []
+        for cube in dict.fromkeys(cube_ids):
+            tenant = yield from self._tenant(cube)
+            if tenant is not None:
+                out.append((cube, tenant))
+        return out
 
     # ------------------------------------------------------------------ reading objects
 
-    def _fetch(
-        self, tenant: Collection[Any, Any], ids: Sequence[str], *, vectors: bool = False
-    ) -> dict[str, _Stored]:
+    def _fetch(self, tenant: str, ids: Sequence[str], *, vectors: bool = False) -> Plan[dict[str, _Stored]]:
         """Stored items of ``ids`` in one tenant, by item id."""
         from weaviate.classes.query import Filter
 
@@ -555,76 +653,72 @@ class WeaviateStore(MemoryStore):
         uuids = list(dict.fromkeys(object_uuid(i) for i in ids))
         for start in range(0, len(uuids), _PAGE):
             chunk = uuids[start : start + _PAGE]
-            res = tenant.query.fetch_objects(
+            res = yield self._call(
+                tenant,
+                "query.fetch_objects",
                 filters=Filter.by_id().contains_any(chunk),
                 limit=len(chunk),
                 include_vector=vectors,
                 return_properties=["item_json", "seq"],
             )
             for obj in res.objects:
-                stored = self._stored(obj, vectors)
+                stored = _stored(obj, vectors)
                 out[stored.item.id] = stored
         return out
 
-    @staticmethod
-    def _stored(obj: Any, vectors: bool) -> _Stored:
-        item = MemoryItem.from_dict(json.loads(obj.properties["item_json"]))
-        vec = obj.vector.get(_VECTOR) if vectors and obj.vector else None
-        return _Stored(item, list(vec) if vec else None, int(obj.properties.get("seq") or 0))
-
-    def _fetch_where(
-        self, tenant: Collection[Any, Any], where: Any, *, vectors: bool = False
-    ) -> list[_Stored]:
+    def _fetch_where(self, tenant: str, where: Any, *, vectors: bool = False) -> Plan[list[_Stored]]:
         """Every item of a tenant that ``where`` selects (paged by offset)."""
         out: list[_Stored] = []
         offset = 0
         while True:
-            res = tenant.query.fetch_objects(
+            res = yield self._call(
+                tenant,
+                "query.fetch_objects",
                 filters=where,
                 limit=_PAGE,
                 offset=offset,
                 include_vector=vectors,
                 return_properties=["item_json", "seq"],
             )
-            out += [self._stored(o, vectors) for o in res.objects]
+            out += [_stored(o, vectors) for o in res.objects]
             if len(res.objects) < _PAGE:
                 return out
             offset += _PAGE
 
-    def _cubes_of(self, ids: Sequence[str]) -> dict[str, str]:
+    def _cubes_of(self, ids: Sequence[str]) -> Plan[dict[str, str]]:
         """item id -> cube id, from the index records."""
-        found = self._read_records(_INDEX_NS, list(dict.fromkeys(ids)))
+        found = yield from self._read_records(_INDEX_NS, list(dict.fromkeys(ids)))
         return {k: str(v["cube"]) for k, v in found.items() if v is not None}
 
-    def _by_cube(self, ids: Sequence[str]) -> dict[str, list[str]]:
+    def _by_cube(self, ids: Sequence[str]) -> Plan[dict[str, list[str]]]:
         groups: dict[str, list[str]] = {}
-        for item_id, cube in self._cubes_of(ids).items():
+        for item_id, cube in (yield from self._cubes_of(ids)).items():
             groups.setdefault(cube, []).append(item_id)
         return groups
 
-    def _get(self, ids: Sequence[str]) -> list[MemoryItem | None]:
+    def _get(self, ids: Sequence[str]) -> Plan[list[MemoryItem | None]]:
         found: dict[str, MemoryItem] = {}
-        for cube, cube_ids in self._by_cube(ids).items():
-            tenant = self._tenant(cube)
+        for cube, cube_ids in (yield from self._by_cube(ids)).items():
+            tenant = yield from self._tenant(cube)
             if tenant is not None:
-                found.update({k: s.item for k, s in self._fetch(tenant, cube_ids).items()})
+                found.update({k: s.item for k, s in (yield from self._fetch(tenant, cube_ids)).items()})
         return [found.get(i) for i in ids]
 
-    def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def plan_embeddings(self, ids: Sequence[str]) -> Plan[dict[str, np.ndarray]]:
+        """Stored vectors of ``ids`` (those that have one)."""
         out: dict[str, np.ndarray] = {}
-        with self._errors("get_embeddings"):
-            for cube, cube_ids in self._by_cube(ids).items():
-                tenant = self._tenant(cube)
-                if tenant is None:
-                    continue
-                for item_id, stored in self._fetch(tenant, cube_ids, vectors=True).items():
-                    if stored.vector is not None:
-                        out[item_id] = np.asarray(stored.vector, dtype=np.float32)
+        for cube, cube_ids in (yield from self._by_cube(ids)).items():
+            tenant = yield from self._tenant(cube)
+            if tenant is None:
+                continue
+            for item_id, stored in (yield from self._fetch(tenant, cube_ids, vectors=True)).items():
+                if stored.vector is not None:
+                    out[item_id] = np.asarray(stored.vector, dtype=np.float32)
         return out
 
     # ------------------------------------------------------------------ writing objects
 
-    def _write(self, tenant: Collection[Any, Any], rows: Sequence[_Row]) -> None:
+    def _write(self, tenant: str, rows: Sequence[_Row]) -> Plan[None]:
         """Upsert ``(item, vector, seq)`` rows; any failed object raises StoreError naming it."""
         from weaviate.classes.data import DataObject
 
@@ -638,7 +732,7 @@ class WeaviateStore(MemoryStore):
                 )
                 for item, vec, seq in chunk
             ]
-            result = self._insert(tenant, objects, [item.id for item, _, _ in chunk])
+            result = yield from self._insert(self._name, tenant, objects, [item.id for item, _, _ in chunk])
             if result.errors:
                 failed = "; ".join(
                     f"item {chunk[i][0].id}: {err.message}" for i, err in sorted(result.errors.items())
@@ -646,21 +740,23 @@ class WeaviateStore(MemoryStore):
                 raise StoreError(f"weaviate refused {len(result.errors)} of {len(chunk)} items: {failed}")
 
     @staticmethod
-    def _insert(tenant: Collection[Any, Any], objects: list[Any], ids: list[str]) -> Any:
+    def _insert(collection: str, tenant: str | None, objects: list[Any], ids: list[str]) -> Plan[Any]:
         from weaviate.exceptions import WeaviateInsertManyAllFailedError
 
         try:
-            return tenant.data.insert_many(objects)
+            return (yield Call(collection, tenant, "data.insert_many", (objects,)))
         except WeaviateInsertManyAllFailedError as exc:
             raise StoreError(
-                f"weaviate refused every item of the batch ({', '.join(ids[:5])}...): {exc}"
+                f"weaviate refused every object of the batch ({', '.join(ids[:5])}...): {exc}"
             ) from exc
 
-    def _cube_space(self, tenant: Collection[Any, Any]) -> tuple[int, str | None] | None:
+    def _cube_space(self, tenant: str) -> Plan[tuple[int, str | None] | None]:
         """(dimension, model) of the cube's live vectors, or None when it has none."""
         from weaviate.classes.query import Filter
 
-        res = tenant.query.fetch_objects(
+        res = yield self._call(
+            tenant,
+            "query.fetch_objects",
             filters=Filter.by_property("vector_dim").greater_than(0)
             & Filter.not_(Filter.by_property("status").equal(_DELETED)),
             limit=1,
@@ -672,7 +768,7 @@ class WeaviateStore(MemoryStore):
         model = props.get("embedding_model")
         return int(props["vector_dim"]), str(model) if model is not None else None
 
-    def _put(self, op: PutItems) -> None:
+    def _put(self, op: PutItems) -> Plan[None]:
         n = len(op.items)
         embeddings = [None] * n if op.embeddings is None else list(op.embeddings)
         revisions = [None] * n if op.if_revisions is None else list(op.if_revisions)
@@ -680,7 +776,7 @@ class WeaviateStore(MemoryStore):
             raise InvalidInputError("PutItems: embeddings/if_revisions must align with items")
         if not n:
             return
-        homes = self._cubes_of([i.id for i in op.items])
+        homes = yield from self._cubes_of([i.id for i in op.items])
         for item in op.items:
             if homes.get(item.id, item.cube_id) != item.cube_id:
                 raise InvalidInputError(f"item {item.id} belongs to another cube; ids cannot move")
@@ -690,21 +786,20 @@ class WeaviateStore(MemoryStore):
         plans: list[tuple[str, list[_Row], list[_Row] | None]] = []
         seq = time.time_ns()
         for cube, positions in by_cube.items():  # check everything before writing anything
-            tenant = self._tenant(cube, create=True)
+            tenant = yield from self._tenant(cube, create=True)
             assert tenant is not None
-            old = self._fetch(
+            old = yield from self._fetch(
                 tenant, [op.items[p].id for p in positions if op.items[p].id in homes], vectors=True
             )
-            space = self._cube_space(tenant)
+            space = yield from self._cube_space(tenant)
             rebuild: list[_Row] | None = None
             dims = {int(np.asarray(embeddings[p]).shape[-1]) for p in positions if embeddings[p] is not None}
             if op.replace_space and space is not None and dims - {space[0]}:
                 # An HNSW index holds one dimension: the cube's tenant is recreated, and the
                 # items this batch does not re-embed lose their (old-space) vectors.
                 mine = {op.items[p].id for p in positions}
-                rebuild = [
-                    (s.item, None, s.seq) for s in self._fetch_where(tenant, None) if s.item.id not in mine
-                ]
+                everything = yield from self._fetch_where(tenant, None)
+                rebuild = [(s.item, None, s.seq) for s in everything if s.item.id not in mine]
                 old = {k: _Stored(v.item, None, v.seq) for k, v in old.items()}
                 space = None
             rows: list[_Row] = []
@@ -736,18 +831,18 @@ class WeaviateStore(MemoryStore):
             plans.append((cube, rows, rebuild))
         new = {i.id: {"cube": i.cube_id} for i in op.items if i.id not in homes}
         if new:  # the index first: an entry whose object failed to write just reads as missing
-            self._write_records(_INDEX_NS, new)
+            yield from self._write_records(_INDEX_NS, new)
         for cube, rows, rest in plans:
             if rest is not None:
-                self._items.tenants.remove([tenant_name(cube)])
+                yield self._call(None, "tenants.remove", [tenant_name(cube)])
                 self._tenants.discard(tenant_name(cube))
-            tenant = self._tenant(cube, create=True)
+            tenant = yield from self._tenant(cube, create=True)
             assert tenant is not None
             if rest:
-                self._write(tenant, rest)
-            self._write(tenant, rows)
+                yield from self._write(tenant, rest)
+            yield from self._write(tenant, rows)
 
-    def _delete(self, op: DeleteItems) -> int:
+    def _delete(self, op: DeleteItems) -> Plan[int]:
         if op.ids is None and op.where is None:
             raise InvalidInputError("delete needs ids or a filter")
         if not op.cube_ids:
@@ -762,19 +857,20 @@ class WeaviateStore(MemoryStore):
             where = by_id if where is None else by_id & where
         count = 0
         now = utcnow()
-        for cube in dict.fromkeys(op.cube_ids):
-            tenant = self._tenant(cube)
-            if tenant is None:
-                continue
-            matched = self._fetch_where(tenant, where, vectors=not op.hard)
+        for _, tenant in (yield from self._tenants_of(op.cube_ids)):
+            matched = yield from self._fetch_where(tenant, where, vectors=not op.hard)
             count += len(matched)
             if not matched:
                 continue
             if op.hard:
                 uuids = [object_uuid(s.item.id) for s in matched]
                 for start in range(0, len(uuids), _PAGE):
-                    tenant.data.delete_many(where=Filter.by_id().contains_any(uuids[start : start + _PAGE]))
-                self._write_records(_INDEX_NS, {s.item.id: None for s in matched})
+                    yield self._call(
+                        tenant,
+                        "data.delete_many",
+                        where=Filter.by_id().contains_any(uuids[start : start + _PAGE]),
+                    )
+                yield from self._write_records(_INDEX_NS, {s.item.id: None for s in matched})
             else:
                 rows = [
                     (
@@ -784,28 +880,24 @@ class WeaviateStore(MemoryStore):
                     )
                     for s in matched
                 ]
-                self._write(tenant, rows)
+                yield from self._write(tenant, rows)
         return count
 
-    def _touch(self, op: TouchItems) -> None:
-        for cube, ids in self._by_cube(op.ids).items():
-            tenant = self._tenant(cube)
+    def _touch(self, op: TouchItems) -> Plan[None]:
+        for cube, ids in (yield from self._by_cube(op.ids)).items():
+            tenant = yield from self._tenant(cube)
             if tenant is None:
                 continue
+            found = yield from self._fetch(tenant, ids, vectors=True)
             rows = [
                 (s.item.evolve(access_count=s.item.access_count + 1, last_accessed_at=op.at), s.vector, s.seq)
-                for s in self._fetch(tenant, ids, vectors=True).values()
+                for s in found.values()
             ]
-            self._write(tenant, rows)
+            yield from self._write(tenant, rows)
 
     # ------------------------------------------------------------------ queries
 
-    def _tenants_of(self, cube_ids: Sequence[str]) -> list[Collection[Any, Any]]:
-        if not cube_ids:
-            raise InvalidInputError("at least one cube id is required")
-        return [t for t in (self._tenant(c) for c in dict.fromkeys(cube_ids)) if t is not None]
-
-    def _list(self, op: ListItems) -> tuple[list[MemoryItem], int]:
+    def _list(self, op: ListItems) -> Plan[tuple[list[MemoryItem], int]]:
         from weaviate.classes.query import Sort
 
         where = compile_filter(op.where)
@@ -813,30 +905,38 @@ class WeaviateStore(MemoryStore):
         rows: list[tuple[datetime, int, MemoryItem]] = []
         total = 0
         want = op.offset + op.limit
-        for tenant in self._tenants_of(op.cube_ids):
-            total += int(tenant.aggregate.over_all(filters=where, total_count=True).total_count or 0)
+        for _, tenant in (yield from self._tenants_of(op.cube_ids)):
+            agg = yield self._call(tenant, "aggregate.over_all", filters=where, total_count=True)
+            total += int(agg.total_count or 0)
             if want <= 0:
                 continue
-            res = tenant.query.fetch_objects(
-                filters=where, sort=sort, limit=want, return_properties=["item_json", "seq"]
+            res = yield self._call(
+                tenant,
+                "query.fetch_objects",
+                filters=where,
+                sort=sort,
+                limit=want,
+                return_properties=["item_json", "seq"],
             )
             for obj in res.objects:
-                stored = self._stored(obj, False)
+                stored = _stored(obj, False)
                 rows.append((stored.item.created_at, stored.seq, stored.item))
         rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
         return [r[2] for r in rows[op.offset : want]], total
 
-    def _text_search(self, op: TextSearch) -> list[ScoredId]:
+    def _text_search(self, op: TextSearch) -> Plan[list[ScoredId]]:
         from weaviate.classes.query import MetadataQuery
 
         terms = search_terms(op.query, query=True)
-        tenants = self._tenants_of(op.cube_ids)
+        tenants = yield from self._tenants_of(op.cube_ids)
         if not terms or op.limit <= 0:
             return []
         where = compile_filter(_scope(op.where))
         hits: list[ScoredId] = []
-        for tenant in tenants:
-            res = tenant.query.bm25(
+        for _, tenant in tenants:
+            res = yield self._call(
+                tenant,
+                "query.bm25",
                 query=" ".join(terms),
                 query_properties=["search_text"],
                 filters=where,
@@ -844,31 +944,25 @@ class WeaviateStore(MemoryStore):
                 return_metadata=MetadataQuery(score=True),
                 return_properties=["item_id"],
             )
-            hits += [
-                ScoredId(float(o.metadata.score or 0.0), str(o.properties["item_id"])) for o in res.objects
-            ]
-        hits.sort(key=lambda h: -h.score)
-        return hits[: op.limit]
+            hits += [_scored(o, float(o.metadata.score or 0.0)) for o in res.objects]
+        return _best(hits, op.limit)
 
-    def _vector_search(self, op: VectorSearch) -> list[ScoredId]:
+    def _vector_search(self, op: VectorSearch) -> Plan[list[ScoredId]]:
         from weaviate.classes.query import MetadataQuery
 
         vec = np.asarray(op.vector, dtype=np.float32)
-        if not op.cube_ids:
-            raise InvalidInputError("at least one cube id is required")
         where = compile_filter(_scope(op.where))
         hits: list[ScoredId] = []
-        for cube in dict.fromkeys(op.cube_ids):
-            tenant = self._tenant(cube)
-            if tenant is None:
-                continue
-            space = self._cube_space(tenant)
+        for cube, tenant in (yield from self._tenants_of(op.cube_ids)):
+            space = yield from self._cube_space(tenant)
             if space is None:
                 continue
             _space_error(cube, space[0], space[1], int(vec.shape[0]), op.model_id)
             if op.limit <= 0:
                 continue
-            res = tenant.query.near_vector(
+            res = yield self._call(
+                tenant,
+                "query.near_vector",
                 near_vector=[float(x) for x in vec],
                 target_vector=_VECTOR,
                 filters=where,
@@ -876,23 +970,54 @@ class WeaviateStore(MemoryStore):
                 return_metadata=MetadataQuery(distance=True),
                 return_properties=["item_id"],
             )
-            hits += [
-                ScoredId(1.0 - float(o.metadata.distance or 0.0), str(o.properties["item_id"]))
-                for o in res.objects
-            ]
-        hits.sort(key=lambda h: -h.score)
-        return hits[: op.limit]
+            hits += [_scored(o, 1.0 - float(o.metadata.distance or 0.0)) for o in res.objects]
+        return _best(hits, op.limit)
+
+    def _hybrid_search(self, op: HybridSearch) -> Plan[list[ScoredId]]:
+        from weaviate.classes.query import HybridFusion, MetadataQuery
+
+        if not 0.0 <= op.alpha <= 1.0:
+            raise InvalidInputError(f"alpha must be in [0, 1], not {op.alpha}")
+        vec = np.asarray(op.vector, dtype=np.float32)
+        terms = search_terms(op.query, query=True)
+        where = compile_filter(_scope(op.where))
+        hits: list[ScoredId] = []
+        for cube, tenant in (yield from self._tenants_of(op.cube_ids)):
+            space = yield from self._cube_space(tenant)
+            if space is not None:
+                _space_error(cube, space[0], space[1], int(vec.shape[0]), op.model_id)
+            elif not terms:
+                continue
+            if op.limit <= 0:
+                continue
+            res = yield self._call(
+                tenant,
+                "query.hybrid",
+                query=" ".join(terms),
+                query_properties=["search_text"],
+                vector=[float(x) for x in vec],
+                target_vector=_VECTOR,
+                alpha=op.alpha if terms else 1.0,  # no query words: the vector leg alone
+                fusion_type=HybridFusion.RELATIVE_SCORE,
+                filters=where,
+                limit=op.limit,
+                return_metadata=MetadataQuery(score=True),
+                return_properties=["item_id"],
+            )
+            hits += [_scored(o, float(o.metadata.score or 0.0)) for o in res.objects]
+        return _best(hits, op.limit)
 
     # ------------------------------------------------------------------ records
 
-    def _read_records(self, namespace: str, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    def _read_records(self, namespace: str, keys: Sequence[str]) -> Plan[dict[str, dict[str, Any] | None]]:
         from weaviate.classes.query import Filter
 
         out: dict[str, dict[str, Any] | None] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _PAGE):
             chunk = unique[start : start + _PAGE]
-            res = self._records.query.fetch_objects(
+            res = yield self._rcall(
+                "query.fetch_objects",
                 filters=Filter.by_id().contains_any([record_uuid(namespace, k) for k in chunk]),
                 limit=len(chunk),
                 return_properties=["key", "value"],
@@ -901,13 +1026,15 @@ class WeaviateStore(MemoryStore):
                 out[str(obj.properties["key"])] = json.loads(str(obj.properties["value"]))
         return out
 
-    def _write_records(self, namespace: str, records: Mapping[str, dict[str, Any] | None]) -> None:
+    def _write_records(self, namespace: str, records: Mapping[str, dict[str, Any] | None]) -> Plan[None]:
         from weaviate.classes.data import DataObject
         from weaviate.classes.query import Filter
 
         gone = [record_uuid(namespace, k) for k, v in records.items() if v is None]
         for start in range(0, len(gone), _PAGE):
-            self._records.data.delete_many(where=Filter.by_id().contains_any(gone[start : start + _PAGE]))
+            yield self._rcall(
+                "data.delete_many", where=Filter.by_id().contains_any(gone[start : start + _PAGE])
+            )
         objects = [
             DataObject(
                 properties={
@@ -922,44 +1049,289 @@ class WeaviateStore(MemoryStore):
         ]
         for start in range(0, len(objects), _PAGE):
             chunk = objects[start : start + _PAGE]
-            result = self._insert(self._records, chunk, [str(o.properties["key"]) for o in chunk])
+            keys = [str(o.properties["key"]) for o in chunk]
+            result = yield from self._insert(self._records_name, None, chunk, keys)
             if result.errors:
                 failed = "; ".join(
-                    f"record {namespace}/{chunk[i].properties['key']}: {e.message}"
-                    for i, e in sorted(result.errors.items())
+                    f"record {namespace}/{keys[i]}: {e.message}" for i, e in sorted(result.errors.items())
                 )
                 raise StoreError(f"weaviate refused {len(result.errors)} records: {failed}")
 
-    def _put_records(self, op: PutRecords) -> None:
+    def _put_records(self, op: PutRecords) -> Plan[None]:
         if op.if_absent:
             if any(v is None for v in op.records.values()):
                 raise InvalidInputError("PutRecords(if_absent=True) cannot delete")
             # Best-effort: checked by a read just before the write (no transactions).
-            if existing := self._read_records(op.namespace, list(op.records)):
+            if existing := (yield from self._read_records(op.namespace, list(op.records))):
                 raise ConflictError(f"record {op.namespace}/{next(iter(existing))} exists already")
-        self._write_records(op.namespace, op.records)
+        yield from self._write_records(op.namespace, op.records)
 
-    def _list_records(self, op: ListRecords) -> list[tuple[str, dict[str, Any]]]:
+    def _list_records(self, op: ListRecords) -> Plan[list[tuple[str, dict[str, Any]]]]:
         from weaviate.classes.query import Filter
 
         where = Filter.by_property("namespace").equal(op.namespace)
         if op.prefix and "*" not in op.prefix and "?" not in op.prefix:
             where = where & Filter.by_property("key").like(op.prefix + "*")
         rows: list[tuple[str, dict[str, Any]]] = []
-        for obj in self._iter_records(where):
-            key = str(obj.properties["key"])
-            if key.startswith(op.prefix):
-                rows.append((key, json.loads(str(obj.properties["value"]))))
+        offset = 0
+        while True:
+            res = yield self._rcall(
+                "query.fetch_objects",
+                filters=where,
+                limit=_PAGE,
+                offset=offset,
+                return_properties=["key", "value"],
+            )
+            for obj in res.objects:
+                key = str(obj.properties["key"])
+                if key.startswith(op.prefix):
+                    rows.append((key, json.loads(str(obj.properties["value"]))))
+            if len(res.objects) < _PAGE:
+                break
+            offset += _PAGE
         rows.sort(key=lambda r: r[0])
         return rows[: op.limit]
 
-    def _iter_records(self, where: Any) -> Iterator[Any]:
-        offset = 0
-        while True:
-            res = self._records.query.fetch_objects(
-                filters=where, limit=_PAGE, offset=offset, return_properties=["key", "value"]
-            )
-            yield from res.objects
-            if len(res.objects) < _PAGE:
-                return
-            offset += _PAGE
+
+def _stored(obj: Any, vectors: bool) -> _Stored:
+    item = MemoryItem.from_dict(json.loads(obj.properties["item_json"]))
+    vec = obj.vector.get(_VECTOR) if vectors and obj.vector else None
+    return _Stored(item, list(vec) if vec else None, int(obj.properties.get("seq") or 0))
+
+
+def _scored(obj: Any, score: float) -> ScoredId:
+    return ScoredId(score, str(obj.properties["item_id"]))
+
+
+def _best(hits: list[ScoredId], limit: int) -> list[ScoredId]:
+    hits.sort(key=lambda h: -h.score)  # stable: a tie keeps Weaviate's (per-tenant) order
+    return hits[:limit]
+
+
+# ----------------------------------------------------------------------------- the stores
+
+
+class WeaviateStore(WeaviatePlanner, MemoryStore):
+    """Memory items and records in Weaviate, one tenant per cube (sync driver).
+
+    Example:
+        >>> store = WeaviateStore.from_url("http://localhost:8080")  # doctest: +SKIP
+        >>> store.setup()  # doctest: +SKIP
+        >>> store.put([MemoryItem(cube_id="u1", memory="likes tea")], [vector])  # doctest: +SKIP
+        >>> store.hybrid_search(["u1"], "tea", vector, alpha=0.5)  # doctest: +SKIP
+
+    Args:
+        client: A connected ``weaviate.WeaviateClient``; the store does not close an injected one.
+        collection: The items collection; records go to ``<collection>Record``.
+        owns_client: Close ``client`` in :meth:`close`.
+    """
+
+    def __init__(
+        self, *, client: WeaviateClient, collection: str = "MemosItem", owns_client: bool = False
+    ) -> None:
+        super().__init__(collection=collection)
+        self._client = client
+        self._owns = owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        grpc_port: int | None = None,
+        grpc_host: str | None = None,
+        api_key: str | None = None,
+        collection: str = "MemosItem",
+        **kwargs: Any,
+    ) -> WeaviateStore:
+        """Connect to ``url`` (``http://host:8080``; gRPC on ``grpc_port`` of the same host, see
+        :func:`connection_params`); other keyword arguments go to ``weaviate.connect_to_custom``.
+
+        Raises:
+            StoreError: Weaviate cannot be reached (raised from the client's error).
+        """
+        params = connection_params(url, grpc_port=grpc_port, grpc_host=grpc_host, api_key=api_key)
+        with _errors(f"connect to {url}"):
+            client = _weaviate().connect_to_custom(**params, **kwargs)
+        return cls(client=client, collection=collection, owns_client=True)
+
+    def setup(self) -> None:
+        """Create both collections when missing. Idempotent."""
+        with _errors("setup"):
+            run_plan(self._client, self.plan_setup())
+
+    def close(self) -> None:
+        if self._owns:
+            self._client.close()
+
+    def batch(self, ops: Sequence[Op | HybridSearch]) -> list[Any]:
+        """Apply ``ops`` in order, one by one (no transaction: see the module docstring)."""
+        out: list[Any] = []
+        for op in ops:
+            with _errors(type(op).__name__):
+                out.append(run_plan(self._client, self.plan(op)))
+        return out
+
+    def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        with _errors("get_embeddings"):
+            return run_plan(self._client, self.plan_embeddings(ids))
+
+    def hybrid_search(
+        self,
+        cube_ids: Sequence[str],
+        query: str,
+        vector: np.ndarray,
+        where: F.Node | None = None,
+        *,
+        limit: int = 10,
+        alpha: float = 0.5,
+    ) -> list[ScoredId]:
+        """Weaviate's native hybrid search (see :class:`HybridSearch`)."""
+        result: list[ScoredId] = self.batch([HybridSearch(cube_ids, query, vector, where, limit, alpha)])[0]
+        return result
+
+
+class AsyncWeaviateStore(WeaviatePlanner):
+    """:class:`WeaviateStore` on a ``weaviate.WeaviateAsyncClient`` (async driver): the same
+    plans, so the same results; every method is the ``a``-prefixed twin of the sync one.
+
+    Example:
+        >>> store = await AsyncWeaviateStore.from_url("http://localhost:8080")  # doctest: +SKIP
+        >>> await store.setup()  # doctest: +SKIP
+        >>> await store.aput([MemoryItem(cube_id="u1", memory="likes tea")], [vector])  # doctest: +SKIP
+        >>> await store.aclose()  # doctest: +SKIP
+
+    Args:
+        client: A connected ``weaviate.WeaviateAsyncClient``; not closed unless ``owns_client``.
+        collection: The items collection; records go to ``<collection>Record``.
+        owns_client: Close ``client`` in :meth:`aclose`.
+    """
+
+    def __init__(
+        self, *, client: WeaviateAsyncClient, collection: str = "MemosItem", owns_client: bool = False
+    ) -> None:
+        super().__init__(collection=collection)
+        self._client = client
+        self._owns = owns_client
+
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        *,
+        grpc_port: int | None = None,
+        grpc_host: str | None = None,
+        api_key: str | None = None,
+        collection: str = "MemosItem",
+        **kwargs: Any,
+    ) -> AsyncWeaviateStore:
+        """Connect to ``url`` (see :meth:`WeaviateStore.from_url`); keyword arguments go to
+        ``weaviate.use_async_with_custom``.
+
+        Raises:
+            StoreError: Weaviate cannot be reached (raised from the client's error).
+        """
+        params = connection_params(url, grpc_port=grpc_port, grpc_host=grpc_host, api_key=api_key)
+        with _errors(f"connect to {url}"):
+            client = _weaviate().use_async_with_custom(**params, **kwargs)
+            await client.connect()
+        return cls(client=client, collection=collection, owns_client=True)
+
+    async def setup(self) -> None:
+        """Create both collections when missing. Idempotent."""
+        with _errors("setup"):
+            await arun_plan(self._client, self.plan_setup())
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self._client.close()
+
+    def batch(self, ops: Sequence[Op | HybridSearch]) -> list[Any]:
+        raise NotSupportedError("AsyncWeaviateStore is async: use `await store.abatch(ops)`")
+
+    async def abatch(self, ops: Sequence[Op | HybridSearch]) -> list[Any]:
+        """Apply ``ops`` in order, one by one (no transaction: see the module docstring)."""
+        out: list[Any] = []
+        for op in ops:
+            with _errors(type(op).__name__):
+                out.append(await arun_plan(self._client, self.plan(op)))
+        return out
+
+    # One-line conveniences over abatch(), the twins of MemoryStore's.
+    async def aput(
+        self, items: Sequence[MemoryItem], embeddings: Sequence[np.ndarray | None] | None = None
+    ) -> None:
+        await self.abatch([PutItems(items, embeddings)])
+
+    async def aget(self, ids: Sequence[str]) -> list[MemoryItem | None]:
+        result: list[MemoryItem | None] = (await self.abatch([GetItems(ids)]))[0]
+        return result
+
+    async def adelete(
+        self,
+        cube_ids: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        where: F.Node | None = None,
+        hard: bool = False,
+    ) -> int:
+        count: int = (await self.abatch([DeleteItems(cube_ids, ids, where, hard)]))[0]
+        return count
+
+    async def alist_items(
+        self, cube_ids: Sequence[str], where: F.Node | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[MemoryItem], int]:
+        result: tuple[list[MemoryItem], int] = (
+            await self.abatch([ListItems(cube_ids, where, limit, offset)])
+        )[0]
+        return result
+
+    async def asearch_text(
+        self, cube_ids: Sequence[str], query: str, where: F.Node | None = None, *, limit: int = 10
+    ) -> list[ScoredId]:
+        result: list[ScoredId] = (await self.abatch([TextSearch(cube_ids, query, where, limit)]))[0]
+        return result
+
+    async def asearch_vector(
+        self, cube_ids: Sequence[str], vector: np.ndarray, where: F.Node | None = None, *, limit: int = 10
+    ) -> list[ScoredId]:
+        result: list[ScoredId] = (await self.abatch([VectorSearch(cube_ids, vector, where, limit)]))[0]
+        return result
+
+    async def ahybrid_search(
+        self,
+        cube_ids: Sequence[str],
+        query: str,
+        vector: np.ndarray,
+        where: F.Node | None = None,
+        *,
+        limit: int = 10,
+        alpha: float = 0.5,
+    ) -> list[ScoredId]:
+        """Weaviate's native hybrid search (see :class:`HybridSearch`)."""
+        result: list[ScoredId] = (
+            await self.abatch([HybridSearch(cube_ids, query, vector, where, limit, alpha)])
+        )[0]
+        return result
+
+    async def atouch(self, ids: Sequence[str], at: datetime) -> None:
+        await self.abatch([TouchItems(ids, at)])
+
+    async def aget_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        with _errors("get_embeddings"):
+            return await arun_plan(self._client, self.plan_embeddings(ids))
+
+    async def aput_records(self, namespace: str, records: Mapping[str, dict[str, Any] | None]) -> None:
+        await self.abatch([PutRecords(namespace, records)])
+
+    async def aget_record(self, namespace: str, key: str) -> dict[str, Any] | None:
+        result: list[dict[str, Any] | None] = (await self.abatch([GetRecords(namespace, [key])]))[0]
+        return result[0]
+
+    async def alist_records(
+        self, namespace: str, prefix: str = "", *, limit: int = 10_000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        result: list[tuple[str, dict[str, Any]]] = (
+            await self.abatch([ListRecords(namespace, prefix, limit)])
+        )[0]
+        return result
