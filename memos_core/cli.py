@@ -2,8 +2,12 @@
 ``import``, ``reindex``, ``serve``, ``keys``, ``mcp``.
 
 The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
-(default ``./memos-data``). Errors print one line and exit with status 2 (a bad request)
-or 1 (a runtime failure).
+(default ``./memos-data``). ``--store weaviate://host:port[?grpc_port=50051]`` (or
+``MEMOS_STORE``) keeps the memories in Weaviate instead, the background tasks still in the
+data folder; ``serve`` then gives each tenant its own collection, the other commands use
+``?collection=NAME`` (default ``MemosItem``), so ``export`` from one store and ``import`` into
+the other moves a cube. ``stats`` reads the SQLite store only. Errors print one line and exit
+with status 2 (a bad request) or 1 (a runtime failure).
 """
 
 from __future__ import annotations
@@ -28,7 +32,29 @@ from .schema import MemoryHit, TaskStatus, parse_time
 def _open(args: argparse.Namespace, **kwargs: Any) -> MemOS:
     if args.open_embedder:
         kwargs["embedder"] = embedder_from_spec(args.open_embedder)
+    if args.store:
+        store = _weaviate(args)
+        try:
+            return MemOS(args.path, store=store, **kwargs)
+        except BaseException:
+            store.close()
+            raise
     return MemOS(args.path, **kwargs)
+
+
+def _weaviate(args: argparse.Namespace) -> Any:
+    """The set-up Weaviate store of ``--store`` (collection from ``?collection=``)."""
+    from .server import parse_weaviate_url
+    from .stores.weaviate import WeaviateStore
+
+    url, options = parse_weaviate_url(args.store)
+    store = WeaviateStore.from_url(url, **options)
+    try:
+        store.setup()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _print_hits(hits: Sequence[MemoryHit], *, as_json: bool) -> None:
@@ -180,6 +206,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .cube import forms_summary
     from .stores.sqlite import SqliteStore
 
+    if args.store:
+        raise RequestError("memos stats reads the SQLite store only; drop --store")
     store = SqliteStore.from_path(args.path)
     store.setup()
     stats = store.stats()
@@ -192,9 +220,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServerLimits, serve
+    from .server import ServerLimits, serve, weaviate_store_factory
 
     options: dict[str, Any] = {}
+    if args.store:  # memories in Weaviate (a collection per tenant), tasks in the data folder
+        options["store_factory"] = weaviate_store_factory(args.store)
     if args.open_embedder:
         options["embedder"] = embedder_from_spec(args.open_embedder)
     from .reader import Limits
@@ -249,6 +279,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
+    """The store of ``export``/``import``/``reindex``: Weaviate with ``--store``, so a cube
+    exported from one store is imported into the other."""
+    if args.store:
+        return _weaviate(args)
     from .stores.sqlite import SqliteStore
 
     store = SqliteStore.from_path(args.path)
@@ -354,6 +388,11 @@ def cmd_kb(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memos", description="MemOS: memory for AI agents")
     parser.add_argument("--path", help="data folder (env MEMOS_PATH, default ./memos-data)")
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("MEMOS_STORE") or None,
+        help="keep memories in Weaviate: weaviate://host:port[?grpc_port=50051] (env MEMOS_STORE)",
+    )
     parser.add_argument(
         "--embedder",
         dest="open_embedder",

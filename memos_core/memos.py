@@ -134,7 +134,11 @@ class MemOS:
 
     Args:
         path: the data folder (created if missing) for the embedded SQLite store.
-        store: a store to use instead (already ``setup()``); ``path`` is then ignored.
+        store: a store to use instead (already ``setup()``). One without a task queue
+            (``supports_tasks = False``, e.g. :class:`~memos_core.stores.weaviate.WeaviateStore`)
+            needs ``path`` too: background tasks then live in a SQLite store there (see
+            :class:`~memos_core.scheduler.MemScheduler` for the order of the two writes).
+            A store with its own queue ignores ``path``.
         embedder: defaults to the packaged all-MiniLM-L6-v2, cached by text hash.
         scheduler: ``"thread"`` runs the fine stage in a background thread of this process;
             ``"inline"`` runs it only when asked (``async_mode=False``, ``run_pending()``);
@@ -175,7 +179,17 @@ class MemOS:
                 raise InvalidInputError("MemOS needs a data folder path or a store")
             store = SqliteStore.from_path(path)
             store.setup()
+        queue: SqliteStore | None = None
+        if not isinstance(store, TaskQueue):
+            if path is None:
+                raise InvalidInputError(
+                    f"{type(store).__name__} keeps no background tasks: MemOS(path, store=...) needs "
+                    "a data folder path for them"
+                )
+            queue = SqliteStore.from_path(path)
+            queue.setup()
         self.store = store
+        self._task_store = queue  # the separate task queue, closed with this MemOS
         if embedder is None:
             cache = store if isinstance(store, SqliteStore) else None
             embedder = CachingEmbedder(SentenceTransformerEmbedder(), persistent=cache)
@@ -189,7 +203,9 @@ class MemOS:
         self.allow_local_images = allow_local_images
         self.allow_private_image_hosts = allow_private_image_hosts
         self.working_size = max(2, working_size)
-        self.scheduler = MemScheduler(store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds)
+        self.scheduler = MemScheduler(
+            store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds, queue=queue
+        )
         self._idem_locks = [threading.Lock() for _ in range(64)]
         self._mode = scheduler
         if scheduler == "thread":
@@ -201,6 +217,8 @@ class MemOS:
         """Stop the scheduler thread and close the store."""
         self.scheduler.stop()
         self.store.close()
+        if self._task_store is not None:
+            self._task_store.close()
 
     def __enter__(self) -> MemOS:
         return self
@@ -282,7 +300,7 @@ class MemOS:
         if prior["request"] != digest:
             raise InvalidInputError(f"idempotency key {idempotency_key!r} was used for another request")
         data = AddData(**prior["data"])
-        task = self.store.get_task(data.task_id) if isinstance(self.store, TaskQueue) else None
+        task = self.scheduler.queue.get_task(data.task_id)
         if task is not None:
             data = data.model_copy(update={"status": task.status})
         return Envelope(data=data)
@@ -345,7 +363,7 @@ class MemOS:
                 "at": now.isoformat(),
             }
             ops.append(PutRecords(IDEMPOTENCY, {idempotency[0]: record}, if_absent=True))
-        self.store.batch(ops)
+        self.scheduler.apply(ops)  # one transaction, or the items first and then the task
         status = TaskStatus.QUEUED
         if not async_mode:
             status = self.scheduler.wait(task.task_id).status

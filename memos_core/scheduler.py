@@ -4,6 +4,18 @@ Tasks live in the store (:class:`~memos_core.ports.TaskQueue`), so they survive 
 a task left ``running`` by a dead process is claimed again once its lease runs out. A
 handler returns the writes it wants; the scheduler applies them in one batch together with
 the task's completion, so a task is never ``completed`` unless its write happened.
+
+A store without a task table (Weaviate) keeps its tasks in a separate ``queue`` (a
+:class:`~memos_core.stores.sqlite.SqliteStore`). A write and its task op then cannot share a
+transaction, so :meth:`MemScheduler.apply` orders them to never lose a write:
+
+- enqueue: the items are written to the store first, then the task is enqueued. A crash in
+  between leaves the items stored and searchable (fast stage) with no fine stage queued for
+  them; nothing written is lost, but that add is never refined.
+- completion: the handler's writes go to the store first, then the task is completed. A crash
+  in between leaves the task ``running``; its lease runs out and it runs again. The handler
+  re-reads the items and every write carries the revisions it read, so the second run sees
+  the first run's result (refined items, stored facts) instead of overwriting it blindly.
 Transient failures are retried with exponential backoff (tenacity), first in place, then by
 re-queueing; after ``max_attempts`` the task is ``failed`` with its error.
 """
@@ -36,8 +48,11 @@ class MemScheduler:
     """Claims and runs tasks from a store's durable queue.
 
     Args:
-        store: a store that is also a :class:`TaskQueue` (``supports_tasks``).
+        store: where handlers read and write; the task queue too when it is a
+            :class:`TaskQueue` (``supports_tasks``) and no ``queue`` is given.
         handlers: task kind -> handler.
+        queue: a separate durable queue (a store that is a :class:`TaskQueue`, e.g. a
+            :class:`~memos_core.stores.sqlite.SqliteStore`) for a store without one.
         lease_seconds: how long a claim holds before another worker may take the task over.
         max_attempts: claims of one task before it is marked failed.
         poll_interval: seconds between looks at the queue when idle (writes from this
@@ -55,11 +70,19 @@ class MemScheduler:
         poll_interval: float = 0.5,
         retry_base: float = 0.5,
         max_task_seconds: float = 600.0,
+        queue: TaskQueue | None = None,
     ) -> None:
-        if not isinstance(store, TaskQueue):
-            raise TypeError(f"{type(store).__name__} has no durable task queue")
+        if queue is None:
+            if not isinstance(store, TaskQueue):
+                raise TypeError(f"{type(store).__name__} has no durable task queue; pass queue=...")
+            queue = store
+        if not isinstance(queue, MemoryStore):  # tasks are enqueued and completed by batch ops
+            raise TypeError(f"the task queue must be a MemoryStore, not {type(queue).__name__}")
         self.store = store
-        self.queue: TaskQueue = store  #: the same store, typed as its task queue
+        self.queue: TaskQueue = queue  #: the store itself, or the separate queue
+        self._queue_store: MemoryStore = queue
+        #: Tasks live apart from the items: writes and task ops are two batches (see :meth:`apply`).
+        self.separate_queue = queue is not store
         self.handlers = dict(handlers)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
@@ -107,9 +130,25 @@ class MemScheduler:
         if kind not in self.handlers:
             raise RequestError(f"no handler is registered for task kind {kind!r}")
         task = Task.queued(kind, memory_ids)
-        self.store.batch([EnqueueTask(task, dict(payload))])
+        self._queue_store.batch([EnqueueTask(task, dict(payload))])
         self.notify()
         return task
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply writes together with task ops (:class:`EnqueueTask`, :class:`CompleteTask`).
+
+        One transaction when the store is the queue. With a separate queue, the store's ops
+        first and the task ops after them (module docstring): a crash in between may leave a
+        write without its task op, never a task op without its write."""
+        if not self.separate_queue:
+            self.store.batch(ops)
+            return
+        writes = [op for op in ops if not isinstance(op, (EnqueueTask, CompleteTask))]
+        tasks = [op for op in ops if isinstance(op, (EnqueueTask, CompleteTask))]
+        if writes:
+            self.store.batch(writes)
+        if tasks:
+            self._queue_store.batch(tasks)
 
     def notify(self) -> None:
         """A task was enqueued: look now instead of at the next poll."""
@@ -184,7 +223,11 @@ class MemScheduler:
                     if self._lease_lost.is_set():
                         raise LeaseLostError(f"task {task.task_id} was taken over by another worker")
                     ops = list(handler(payload))
-                    self.store.batch([*ops, CompleteTask(task.task_id, self.worker)])
+                    if self.separate_queue and not self.queue.renew_task(
+                        task.task_id, self.worker, lease_seconds=self.lease_seconds
+                    ):  # the completion cannot roll the writes back: check the lease before them
+                        raise LeaseLostError(f"task {task.task_id} was taken over by another worker")
+                    self.apply([*ops, CompleteTask(task.task_id, self.worker)])
         except LeaseLostError:
             log.info("task %s was taken over by another worker; leaving it to them", task.task_id)
         except Exception as exc:

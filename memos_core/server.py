@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
 from .errors import InvalidInputError, MemosError, MissingDependencyError, PayloadTooLargeError
 from .memos import MemOS
-from .ports import Embedder
+from .ports import Embedder, MemoryStore
 from .reader import Limits
 from .schema import AddData, ContentPart, Envelope, MemoryItem, Page, SearchData, Task, utcnow
 from .stores.sqlite import SqliteStore
@@ -133,6 +133,66 @@ class KeyStore:
 # ----------------------------------------------------------------------------- tenants
 
 
+#: Builds the (already set-up) store of a tenant; see :func:`weaviate_store_factory`.
+StoreFactory = Callable[[str], MemoryStore]
+
+
+def weaviate_collection(tenant: str) -> str:
+    """The Weaviate collection of a server tenant: ``Memos_<tenant>``, with ``_`` written
+    ``__`` and ``-`` written ``_x`` (collection names allow neither ``-`` nor a clash: the
+    mapping is one-to-one, so two tenants never share a collection)."""
+    _check_tenant(tenant)
+    return "Memos_" + tenant.replace("_", "__").replace("-", "_x")
+
+
+def weaviate_store_factory(url: str) -> StoreFactory:
+    """A :data:`StoreFactory` giving each tenant its own collection
+    (:func:`weaviate_collection`) on the Weaviate at ``url``
+    (``weaviate://host:port[?grpc_port=50051]``, see :func:`parse_weaviate_url`)."""
+    from .stores.weaviate import WeaviateStore
+
+    http_url, options = parse_weaviate_url(url)
+
+    def make(tenant: str) -> MemoryStore:
+        store = WeaviateStore.from_url(http_url, collection=weaviate_collection(tenant), **options)
+        try:
+            store.setup()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    return make
+
+
+def parse_weaviate_url(url: str) -> tuple[str, dict[str, Any]]:
+    """``weaviate://host:port[?grpc_port=50051]`` (``weaviates://`` for TLS) -> the HTTP URL
+    and the keyword arguments of :meth:`WeaviateStore.from_url`. ``collection=NAME`` is
+    passed on too (the CLI's commands other than ``serve`` use it; ``serve`` names a
+    collection per tenant)."""
+    from urllib.parse import parse_qs, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("weaviate", "weaviates") or not parsed.hostname:
+        raise InvalidInputError(f"a Weaviate store URL is weaviate://host:port[?grpc_port=N], not {url!r}")
+    query = parse_qs(parsed.query)
+    unknown = set(query) - {"grpc_port", "collection"}
+    if unknown:
+        raise InvalidInputError(f"unknown Weaviate URL option(s): {', '.join(sorted(unknown))}")
+    options: dict[str, Any] = {}
+    try:
+        port = parsed.port
+        if "grpc_port" in query:
+            options["grpc_port"] = int(query["grpc_port"][-1])
+    except ValueError as exc:
+        raise InvalidInputError(f"bad port in {url!r}") from exc
+    if "collection" in query:
+        options["collection"] = query["collection"][-1]
+    scheme = "https" if parsed.scheme == "weaviates" else "http"
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{scheme}://{host}:{port or (443 if scheme == 'https' else 8080)}", options
+
+
 class TenantRegistry:
     """One MemOS per tenant under ``<root>/tenants/<tenant>/``, opened on first use (and all
     existing ones by :meth:`open_existing`), sharing one embedder.
@@ -140,13 +200,24 @@ class TenantRegistry:
     Args:
         root: the server's data folder.
         embedder: shared by every tenant (default: the packaged MiniLM, cached by text).
+        store_factory: tenant -> its store (e.g. :func:`weaviate_store_factory`); by default
+            each tenant's SQLite store in its folder. The folder is made either way: a store
+            without a task queue keeps the tenant's background tasks there.
         memos_options: passed to every :class:`MemOS` (``limits``, ``llm``, ``scheduler``...).
     """
 
-    def __init__(self, root: str | Path, *, embedder: Embedder | None = None, **memos_options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        embedder: Embedder | None = None,
+        store_factory: StoreFactory | None = None,
+        **memos_options: Any,
+    ) -> None:
         self.root = Path(root) / "tenants"
         self.root.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder or CachingEmbedder(SentenceTransformerEmbedder())
+        self.store_factory = store_factory
         self.options = memos_options
         self._open: dict[str, MemOS] = {}
         self._lock = threading.Lock()
@@ -156,7 +227,13 @@ class TenantRegistry:
         with self._lock:
             mem = self._open.get(tenant)
             if mem is None:
-                mem = MemOS(self.root / tenant, embedder=self.embedder, **self.options)
+                store = self.store_factory(tenant) if self.store_factory is not None else None
+                try:
+                    mem = MemOS(self.root / tenant, store=store, embedder=self.embedder, **self.options)
+                except BaseException:
+                    if store is not None:
+                        store.close()
+                    raise
                 self._open[tenant] = mem
             return mem
 
@@ -495,6 +572,7 @@ def create_app(
     tenants: TenantRegistry | None = None,
     limits: ServerLimits | None = None,
     embedder: Embedder | None = None,
+    store_factory: StoreFactory | None = None,
     open_tenants: bool = True,
     **memos_options: Any,
 ) -> Any:
@@ -505,6 +583,8 @@ def create_app(
         keys / tenants: injected instead of opened from ``root``.
         limits: request limits.
         embedder: shared by every tenant's MemOS.
+        store_factory: each tenant's store (default: SQLite in its folder), e.g.
+            :func:`weaviate_store_factory`; ignored when ``tenants`` is given.
         open_tenants: open every existing tenant now, so their queued tasks resume.
         memos_options: passed to every tenant's :class:`MemOS` (``llm``, ``scheduler``...).
     """
@@ -517,7 +597,9 @@ def create_app(
     keys = keys or KeyStore(Path(root) / "control")
     # A caller's image URL must not read the server's files or probe its network.
     memos_options = {"allow_local_images": False, "allow_private_image_hosts": False, **memos_options}
-    tenants = tenants or TenantRegistry(root, embedder=embedder, limits=limits.limits, **memos_options)
+    tenants = tenants or TenantRegistry(
+        root, embedder=embedder, store_factory=store_factory, limits=limits.limits, **memos_options
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
