@@ -286,3 +286,23 @@ def test_weaviate_names_and_urls() -> None:
     for bad in ("http://db:8080", "weaviate://db:8080?nope=1", "weaviate://db:x"):
         with pytest.raises(InvalidInputError):
             parse_weaviate_url(bad)
+
+
+def test_cli_moves_a_cube_from_sqlite_to_weaviate(
+    tmp_path: Path, weaviate_standin: WeaviateStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``memos export`` from the SQLite folder, ``memos --store weaviate://... import`` into a
+    collection, then ``memos --store ... search`` finds the memory there."""
+    from memos_core.cli import main
+
+    w = weaviate_standin
+    store = f"weaviate://{w.host}:{w.http_port}?grpc_port={w.grpc_port}&collection=Cli"
+    local = ["--path", str(tmp_path / "local"), "--embedder", "hash:64"]
+    remote = ["--path", str(tmp_path / "remote"), "--store", store, "--embedder", "hash:64"]
+    assert main([*local, "add", "--user", "u1", "--wait", "I live in Paris"]) == 0
+    assert main([*local, "export", "--user", "u1", "--quiet", str(tmp_path / "dump")]) == 0
+    assert main([*remote, "import", "--quiet", str(tmp_path / "dump")]) == 0
+    capsys.readouterr()
+    assert main([*remote, "search", "--user", "u1", "--json", "where", "do", "I", "live"]) == 0
+    assert "Paris" in capsys.readouterr().out
+    assert main([*remote, "stats"]) == 2
