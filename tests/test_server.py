@@ -202,7 +202,7 @@ def test_tenant_b_cannot_reach_tenant_a_on_any_route(server: Server) -> None:
     knowledge bases and documents; nothing of A ever shows up in B's answers and A's data is
     unchanged afterwards. Two tenants' ``user_123`` are different users."""
     a, b = server.api("acme"), server.api("globex")
-    secret = "I live in Paris and my PIN is 4711"
+    secret = "I live in Paris and my PIN is QZX4711"
     added = _add(a, "user_123", secret, conversation_id="c1", tags=["private"], info={"team": "red"})
     a_task, a_ids = added["task_id"], added["memory_ids"]
     a_all = [m["id"] for m in a.post("/v1/memories/list", json={"user_id": "user_123"})["data"]["items"]]
@@ -213,7 +213,7 @@ def test_tenant_b_cannot_reach_tenant_a_on_any_route(server: Server) -> None:
         json={
             "user_id": "user_123",
             "filename": "handbook.md",
-            "text": "# Handbook\n\nThe vault code is 4711.",
+            "text": "# Handbook\n\nThe vault code is VLT4711Q.",
         },
         status=200,
     )["data"]
@@ -223,7 +223,7 @@ def test_tenant_b_cannot_reach_tenant_a_on_any_route(server: Server) -> None:
     def leaks(body: dict[str, Any]) -> bool:
         # A's words anywhere; A's ids in the data (an error may echo the id B sent)
         text, data = json.dumps(body), json.dumps(body["data"])
-        return any(s in text for s in ("Paris", "4711", "Handbook")) or any(
+        return any(s in text for s in ("Paris", "QZX4711", "VLT4711Q", "Handbook")) or any(
             s in data for s in (*a_all, a_task, doc["doc_id"])
         )
 
@@ -316,7 +316,7 @@ def test_tenant_b_cannot_reach_tenant_a_on_any_route(server: Server) -> None:
     [d] = a.get("/v1/knowledgebases/x/documents", params={"user_id": "user_123"}, status=200)["data"]
     assert d["doc_id"] == doc["doc_id"]
     kb_hits = a.post("/v1/memories/search", json={**q, "knowledgebase_ids": ["x"]}, status=200)
-    assert any("4711" in h["memory"] for h in kb_hits["data"]["memory_detail_list"])
+    assert any("VLT4711Q" in h["memory"] for h in kb_hits["data"]["memory_detail_list"])
     # each tenant lives in its own folder
     assert (server.root / "tenants" / "acme").is_dir() and (server.root / "tenants" / "globex").is_dir()
 
