@@ -4,6 +4,9 @@ reference evaluator (:func:`memos_core.filters.evaluate`)."""
 
 from __future__ import annotations
 
+import math
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -13,15 +16,17 @@ import pytest
 
 pytest.importorskip("weaviate")
 
+import weaviate
 from weaviate.classes.query import Filter
 
 import tests.weaviate_standin as standin_package
-from memos_core import FilterError, MemoryStore, StoreError
+from memos_core import FilterError, InvalidInputError, MemoryStore, StoreError
 from memos_core.filters import evaluate, parse_filter
 from memos_core.ports import PutItems
 from memos_core.stores.weaviate import (
     WeaviateStore,
     compile_filter,
+    connection_params,
     info_pairs,
     search_terms,
     tenant_name,
@@ -281,3 +286,80 @@ def test_from_url_connects_and_close_releases(weaviate_standin: WeaviateStandIn)
     (a,) = put(s, item("over the url"))
     assert s.get([a.id])[0] == a
     s.close()
+
+
+# ----------------------------------------------------------------------------- hybrid
+
+
+def test_native_hybrid_search_is_relative_score_fusion(store: WeaviateStore) -> None:
+    """query.hybrid with relativeScoreFusion, checkable by hand. Each leg is min-max normalised
+    over its own results, weighted (vector: alpha, BM25: 1 - alpha) and summed.
+
+    BM25 "apple": "apple apple" (tf 2) > "apple pie" (tf 1) -> normalised 1, 0.
+    vector [1, 0]: cosine 1 ("apple pie"), 1/√2 ("banana"), 0 ("apple apple") -> the same.
+    alpha 0.6: "apple pie" 0.6, "banana" 0.6/√2 = 0.4243, "apple apple" 0.4.
+    """
+    pie, twice, banana = item("apple pie"), item("apple apple"), item("banana", tags=["fruit"])
+    gone = item("apple apple apple")
+    store.put(
+        [pie, twice, banana, gone],
+        [np.array(v, dtype=np.float32) for v in ([1, 0], [0, 1], [1, 1], [1, 0])],
+    )
+    store.delete(["cube-a"], ids=[gone.id])  # soft-deleted items are out of every search
+    q = np.array([1.0, 0.0], dtype=np.float32)
+    hits = store.hybrid_search(["cube-a"], "apple", q, alpha=0.6)
+    assert [h.id for h in hits] == [pie.id, banana.id, twice.id]
+    assert [h.score for h in hits] == pytest.approx([0.6, 0.6 / math.sqrt(2), 0.4], rel=1e-5)
+    assert [h.id for h in store.hybrid_search(["cube-a"], "apples", q, alpha=0.0)] == [twice.id, pie.id]
+    assert [h.id for h in store.hybrid_search(["cube-a"], "apple", q, alpha=1.0, limit=2)] == [
+        pie.id,
+        banana.id,
+    ]
+    flt = parse_filter({"tags": "fruit"})
+    assert [h.id for h in store.hybrid_search(["cube-a"], "apple", q, flt, alpha=0.6)] == [banana.id]
+    assert store.hybrid_search(["nobody"], "apple", q) == []
+    with pytest.raises(InvalidInputError):
+        store.hybrid_search(["cube-a"], "apple", q, alpha=1.5)
+    with pytest.raises(InvalidInputError):  # a query vector of another dimension
+        store.hybrid_search(["cube-a"], "apple", np.ones(3, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- a real server
+
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+
+
+@pytest.mark.skipif(not WEAVIATE_URL, reason="set WEAVIATE_URL (e.g. http://localhost:8080) to run")
+class TestWeaviateConformanceRealServer(MemoryStoreConformance):
+    """The same conformance suite against a real Weaviate at ``WEAVIATE_URL`` (gRPC port from
+    ``WEAVIATE_GRPC_PORT``, default 50051; API key from ``WEAVIATE_API_KEY``). Each test gets its
+    own collections (``MemosTest<hex>`` and its ``Record`` twin), deleted afterwards."""
+
+    @pytest.fixture
+    def make_store(self) -> Iterator[Callable[[], MemoryStore]]:
+        assert WEAVIATE_URL
+        collection = f"MemosTest{uuid.uuid4().hex[:12]}"
+        grpc_port = os.environ.get("WEAVIATE_GRPC_PORT")
+        params = connection_params(
+            WEAVIATE_URL,
+            grpc_port=int(grpc_port) if grpc_port else None,
+            api_key=os.environ.get("WEAVIATE_API_KEY"),
+        )
+        opened: list[WeaviateStore] = []
+
+        def make() -> MemoryStore:
+            store = WeaviateStore.from_url(
+                WEAVIATE_URL,
+                grpc_port=int(grpc_port) if grpc_port else None,
+                api_key=os.environ.get("WEAVIATE_API_KEY"),
+                collection=collection,
+            )
+            store.setup()
+            opened.append(store)
+            return store
+
+        yield make
+        for s in opened:
+            s.close()
+        with weaviate.connect_to_custom(**params) as client:
+            client.collections.delete([collection, f"{collection}Record"])
