@@ -1,4 +1,13 @@
-"""Weaviate store (scale-out, DESIGN §4 and §10) on weaviate-client v4.
+"""Weaviate store (scale-out, DESIGN §4 and §10) on weaviate-client v4 (docs/weaviate.md).
+
+Sync and async share one I/O-free planner: :meth:`WeaviatePlanner.plan` turns an op into a
+generator of :class:`Call` requests (collection, tenant, client method, filters, properties,
+vectors, limits) that receives each result and returns the op's result. :class:`WeaviateStore`
+runs plans with :func:`run_plan` on a ``WeaviateClient``, :class:`AsyncWeaviateStore` with
+:func:`arun_plan` on a ``WeaviateAsyncClient``; nothing else is written twice. Backend errors
+(an unreachable server included) become :class:`StoreError` raised ``from`` the client's error.
+:class:`HybridSearch` is Weaviate's own ``query.hybrid`` (relativeScoreFusion); the MemOS
+retrieval keeps fusing TextSearch and VectorSearch itself, so rankings match across backends.
 
 Layout:
 
