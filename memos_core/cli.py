@@ -6,8 +6,10 @@ The data folder comes from ``--path`` or the ``MEMOS_PATH`` environment variable
 ``MEMOS_STORE``) keeps the memories in Weaviate instead, the background tasks still in the
 data folder; ``serve`` then gives each tenant its own collection, the other commands use
 ``?collection=NAME`` (default ``MemosItem``), so ``export`` from one store and ``import`` into
-the other moves a cube. ``stats`` reads the SQLite store only. Errors print one line and exit
-with status 2 (a bad request) or 1 (a runtime failure).
+the other moves a cube. The Weaviate API key (Weaviate Cloud, ``weaviates://``) comes from
+the ``WEAVIATE_API_KEY`` environment variable, never from the URL. ``stats`` reads the SQLite
+store only. Errors print one line and exit with status 2 (a bad request) or 1 (a runtime
+failure).
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ def _open(args: argparse.Namespace, **kwargs: Any) -> MemOS:
 
 
 def _weaviate(args: argparse.Namespace) -> Any:
-    """The set-up Weaviate store of ``--store`` (collection from ``?collection=``)."""
-    from .server import parse_weaviate_url
+    """The set-up Weaviate store of ``--store`` (collection from ``?collection=``, API key
+    from ``WEAVIATE_API_KEY``)."""
+    from .server import parse_weaviate_url, weaviate_api_key
     from .stores.weaviate import WeaviateStore
 
     url, options = parse_weaviate_url(args.store)
-    store = WeaviateStore.from_url(url, **options)
+    store = WeaviateStore.from_url(url, api_key=weaviate_api_key(), **options)
     try:
         store.setup()
     except BaseException:
@@ -391,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         default=os.environ.get("MEMOS_STORE") or None,
-        help="keep memories in Weaviate: weaviate://host:port[?grpc_port=50051] (env MEMOS_STORE)",
+        help="keep memories in Weaviate: weaviate[s]://host:port[?grpc_port=50051] (env MEMOS_STORE;"
+        " API key from env WEAVIATE_API_KEY)",
     )
     parser.add_argument(
         "--embedder",

@@ -28,6 +28,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import secrets
 import threading
@@ -138,23 +139,46 @@ StoreFactory = Callable[[str], MemoryStore]
 
 
 def weaviate_collection(tenant: str) -> str:
-    """The Weaviate collection of a server tenant: ``Memos_<tenant>``, with ``_`` written
-    ``__`` and ``-`` written ``_x`` (collection names allow neither ``-`` nor a clash: the
-    mapping is one-to-one, so two tenants never share a collection)."""
+    """The Weaviate collection of a server tenant: ``Memos_<tenant>_``, with ``_`` written
+    ``__`` and ``-`` written ``_x`` (collection names allow no ``-``). The store keeps its
+    records in ``<collection>Record``, and Weaviate compares collection names ignoring case,
+    so the name ends in ``_``: an item collection then never equals a records collection
+    (``Memos_bob_Record`` ends in ``record``, ``Memos_bobrecord_`` in ``_``), and the mapping
+    is one-to-one, so no two tenants share either collection."""
     _check_tenant(tenant)
-    return "Memos_" + tenant.replace("_", "__").replace("-", "_x")
+    return "Memos_" + tenant.replace("_", "__").replace("-", "_x") + "_"
+
+
+def weaviate_api_key() -> str | None:
+    """The Weaviate API key, from the ``WEAVIATE_API_KEY`` environment variable (never from
+    the store URL, which shows up in process lists and logs); ``None`` when unset or empty."""
+    return os.environ.get("WEAVIATE_API_KEY") or None
 
 
 def weaviate_store_factory(url: str) -> StoreFactory:
     """A :data:`StoreFactory` giving each tenant its own collection
     (:func:`weaviate_collection`) on the Weaviate at ``url``
-    (``weaviate://host:port[?grpc_port=50051]``, see :func:`parse_weaviate_url`)."""
+    (``weaviate://host:port[?grpc_port=50051]``, see :func:`parse_weaviate_url`; the API key
+    from :func:`weaviate_api_key`).
+
+    Raises:
+        InvalidInputError: ``url`` is malformed or names a ``collection`` (the server names
+            one per tenant).
+    """
     from .stores.weaviate import WeaviateStore
 
     http_url, options = parse_weaviate_url(url)
+    if "collection" in options:
+        raise InvalidInputError(
+            "serve gives each tenant its own Weaviate collection (Memos_<tenant>_): "
+            f"drop ?collection= from the store URL {url!r}"
+        )
+    api_key = weaviate_api_key()
 
     def make(tenant: str) -> MemoryStore:
-        store = WeaviateStore.from_url(http_url, collection=weaviate_collection(tenant), **options)
+        store = WeaviateStore.from_url(
+            http_url, collection=weaviate_collection(tenant), api_key=api_key, **options
+        )
         try:
             store.setup()
         except BaseException:
@@ -169,7 +193,8 @@ def parse_weaviate_url(url: str) -> tuple[str, dict[str, Any]]:
     """``weaviate://host:port[?grpc_port=50051]`` (``weaviates://`` for TLS) -> the HTTP URL
     and the keyword arguments of :meth:`WeaviateStore.from_url`. ``collection=NAME`` is
     passed on too (the CLI's commands other than ``serve`` use it; ``serve`` names a
-    collection per tenant)."""
+    collection per tenant and refuses it). The API key is not taken from the URL: see
+    :func:`weaviate_api_key`."""
     from urllib.parse import parse_qs, urlparse
 
     parsed = urlparse(url)

@@ -18,7 +18,7 @@ import tests.weaviate_standin as standin_package
 from memos_core import InvalidInputError, MemOS
 from memos_core.cube import MemCube
 from memos_core.memos import user_cube_id
-from memos_core.schema import TaskStatus
+from memos_core.schema import MemoryItem, TaskStatus
 from memos_core.stores.sqlite import SqliteStore
 from memos_core.stores.weaviate import WeaviateStore
 from memos_core.testing import HashEmbedder
@@ -266,7 +266,7 @@ def test_server_keeps_each_tenant_in_its_own_collection(
         assert resp.status_code == 404
     check = weaviate_standin.connect()
     try:
-        assert check.collections.exists("Memos_acme") and check.collections.exists("Memos_glo_xbex")
+        assert check.collections.exists("Memos_acme_") and check.collections.exists("Memos_glo_xbex_")
     finally:
         check.close()
     assert (tmp_path / "tenants" / "acme" / "memos.db").exists()  # the tenant's tasks
@@ -275,7 +275,7 @@ def test_server_keeps_each_tenant_in_its_own_collection(
 def test_weaviate_names_and_urls() -> None:
     from memos_core.server import parse_weaviate_url, weaviate_collection
 
-    assert weaviate_collection("acme") == "Memos_acme"
+    assert weaviate_collection("acme") == "Memos_acme_"
     names = {weaviate_collection(t) for t in ("a-b", "a_b", "a_xb", "a__b", "a-_b")}
     assert len(names) == 5  # one-to-one
     assert parse_weaviate_url("weaviate://db:8080?grpc_port=50052") == (
@@ -286,6 +286,93 @@ def test_weaviate_names_and_urls() -> None:
     for bad in ("http://db:8080", "weaviate://db:8080?nope=1", "weaviate://db:x"):
         with pytest.raises(InvalidInputError):
             parse_weaviate_url(bad)
+
+
+TRICKY_TENANTS = [
+    "bob", "bobrecord", "bob_record", "bob-record", "bobrecordrecord", "record", "r", "a-b", "a_b",
+    "a_xb", "a__b", "a-_b", "a_-b", "a--b", "a_x_b", "a-x-b", "ax", "a_", "a-", "a__", "a_x",
+    "a_record", "a-record", "a_", "x", "_x", "0", "0record", "memos", "memosrecord",
+]  # fmt: skip
+
+
+def test_no_two_tenants_share_a_collection_ignoring_case() -> None:
+    """The store keeps records in ``<collection>Record`` and Weaviate compares collection
+    names ignoring case: every item and records collection of a set of tenants is distinct
+    (``bob``'s records once were ``Memos_bobRecord``, ``bobrecord``'s items
+    ``Memos_bobrecord``), and every name is a valid Weaviate class name."""
+    import itertools
+    import re
+
+    from memos_core.server import _TENANT, weaviate_collection
+
+    tenants = sorted({t for t in TRICKY_TENANTS if _TENANT.fullmatch(t)})
+    # and every tenant of up to three characters over an alphabet that can spell the escapes
+    alphabet = "abrx_-"
+    for n in (1, 2, 3):
+        spelled = ("".join(p) for p in itertools.product(alphabet, repeat=n))
+        tenants += [t for t in spelled if _TENANT.fullmatch(t)]
+    tenants = sorted(set(tenants))
+    names: dict[str, str] = {}
+    for tenant in tenants:
+        items = weaviate_collection(tenant)
+        for name in (items, f"{items}Record"):  # the records collection, as WeaviateStore names it
+            assert re.fullmatch(r"[A-Z][_0-9A-Za-z]*", name), name
+            assert name.lower() not in names, (tenant, names.get(name.lower()), name)
+            names[name.lower()] = tenant
+
+
+def test_bob_and_bobrecord_set_up_side_by_side(weaviate_standin: WeaviateStandIn) -> None:
+    """The collision the case-insensitive comparison made: both tenants' stores set up."""
+    from memos_core.server import weaviate_collection
+
+    stores = []
+    try:
+        for tenant in ("bob", "bobrecord", "bob_record"):
+            store = WeaviateStore(
+                client=weaviate_standin.connect(), collection=weaviate_collection(tenant), owns_client=True
+            )
+            stores.append(store)
+            store.setup()
+        stores[0].put([MemoryItem(id="m1", cube_id="c", memory="bob's")])
+        assert stores[1].get(["m1"]) == [None]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_serve_refuses_a_collection_in_the_store_url(weaviate_standin: WeaviateStandIn) -> None:
+    from memos_core.server import weaviate_store_factory
+
+    w = weaviate_standin
+    with pytest.raises(InvalidInputError, match="own Weaviate collection"):
+        weaviate_store_factory(f"weaviate://{w.host}:{w.http_port}?grpc_port={w.grpc_port}&collection=Mine")
+
+
+def test_the_api_key_comes_from_the_environment(
+    tmp_path: Path, weaviate_standin: WeaviateStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WEAVIATE_API_KEY`` reaches ``WeaviateStore.from_url`` from the server's factory and
+    from the CLI; unset, no key is passed."""
+    from memos_core.cli import main
+    from memos_core.server import weaviate_store_factory
+
+    seen: list[Any] = []
+    real = WeaviateStore.from_url.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, url: str, **kwargs: Any) -> WeaviateStore:
+        seen.append(kwargs.pop("api_key", "missing"))
+        return real(cls, url, **kwargs)  # the stand-in checks no key
+
+    monkeypatch.setattr(WeaviateStore, "from_url", classmethod(spy))
+    w = weaviate_standin
+    url = f"weaviate://{w.host}:{w.http_port}?grpc_port={w.grpc_port}"
+    monkeypatch.setenv("WEAVIATE_API_KEY", "secret-key")
+    weaviate_store_factory(url)("acme").close()
+    argv = ["--path", str(tmp_path), "--store", url, "--embedder", "hash:64", "search", "--user", "u1", "x"]
+    assert main(argv) == 0
+    monkeypatch.delenv("WEAVIATE_API_KEY")
+    weaviate_store_factory(url)("acme").close()
+    assert seen == ["secret-key", "secret-key", None]
 
 
 def test_cli_moves_a_cube_from_sqlite_to_weaviate(
