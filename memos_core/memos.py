@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
@@ -129,6 +130,31 @@ _RETRACT = re.compile(
 )
 
 
+class _FolderEmbeddingCache:
+    """The persistent embedding cache of a MemOS whose store is not SQLite: the
+    ``embed_cache`` table of the SQLite task queue in its data folder. The SQLite store
+    fills that table when items are put; here every vector the embedder computes is kept
+    (queries too: the embedder cannot tell them apart), so a restart embeds no text twice."""
+
+    def __init__(self, queue: SqliteStore | None) -> None:
+        if queue is None:
+            raise InvalidInputError("a store other than SQLite needs the data folder's task queue")
+        self._queue = queue
+
+    def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        return self._queue.cached_embeddings(model_id, hashes)
+
+    def cache_embeddings(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
+        rows = [(model_id, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()]
+        if rows:
+            self._queue._run(
+                lambda conn: conn.executemany(
+                    "INSERT OR IGNORE INTO embed_cache(model_id, text_hash, vector) VALUES (?, ?, ?)", rows
+                ),
+                write=True,
+            )
+
+
 class MemOS:
     """Memory for many users, agents and conversations, in one data folder.
 
@@ -191,7 +217,9 @@ class MemOS:
         self.store = store
         self._task_store = queue  # the separate task queue, closed with this MemOS
         if embedder is None:
-            cache = store if isinstance(store, SqliteStore) else None
+            # the SQLite store caches its items' vectors; another store's MemOS keeps every
+            # vector it computes in the data folder's queue database instead
+            cache: Any = store if isinstance(store, SqliteStore) else _FolderEmbeddingCache(queue)
             embedder = CachingEmbedder(SentenceTransformerEmbedder(), persistent=cache)
         self.embedder = embedder
         self.window = window or WindowConfig()
@@ -256,8 +284,12 @@ class MemOS:
         user shared with ``user_id`` read-write (default: the user's own cube).
 
         ``idempotency_key``: a retried add with the same key (and the same request) returns
-        the first add's answer and stores nothing twice; the key is recorded in the same
-        transaction as the add. The same key with a different request is an error.
+        the first add's answer and stores nothing twice. The same key with a different
+        request is an error. On the SQLite store the key is recorded in the add's own
+        transaction. On a store without transactions (Weaviate) the key is claimed first,
+        with the answer (task id and memory ids chosen up front), and the memories written
+        after: a racing retry finds the claim and returns that answer, even while the first
+        add is still writing (the ids are final; the memories appear when it is done).
         """
         if idempotency_key is None:
             return self._add_message(
@@ -292,8 +324,11 @@ class MemOS:
                         (key, digest),
                     )
                 except ConflictError:
-                    # Another process committed this key first (the record is created only if
-                    # absent, in the add's transaction, so ours rolled back whole): answer theirs.
+                    # Another process recorded this key first (the record is created only if
+                    # absent): answer theirs. On SQLite the record is in the add's transaction,
+                    # so ours rolled back whole; on a store without transactions the key was
+                    # claimed before anything else was written (see _add_message), so ours
+                    # wrote nothing.
                     prior = self.store.get_record(IDEMPOTENCY, key)
                     if prior is None:
                         raise
@@ -355,21 +390,47 @@ class MemOS:
         ops: list[Op] = [PutItems(items, list(vectors)), EnqueueTask(task, payload)]
         if conversation_id is not None:  # the writer's working set, even in a shared cube
             ops.append(self._working_update(user_cube_id(user_id), conversation_id, recent=ids))
-        if idempotency is not None:  # in the add's own transaction: a retry finds it or nothing
+        if idempotency is None:
+            self.scheduler.apply(ops)  # one transaction, or the items first and then the task
+        else:
             answer = AddData(task_id=task.task_id, memory_ids=ids, status=TaskStatus.QUEUED)
             record = {
                 "request": idempotency[1],
                 "data": answer.model_dump(mode="json"),
                 "at": now.isoformat(),
             }
-            ops.append(PutRecords(IDEMPOTENCY, {idempotency[0]: record}, if_absent=True))
-        self.scheduler.apply(ops)  # one transaction, or the items first and then the task
+            self._apply_idempotent(ops, idempotency[0], record)
         status = TaskStatus.QUEUED
         if not async_mode:
             status = self.scheduler.wait(task.task_id).status
         else:
             self.scheduler.notify()
         return Envelope(data=AddData(task_id=task.task_id, memory_ids=ids, status=status))
+
+    def _apply_idempotent(self, ops: list[Op], key: str, record: dict[str, Any]) -> None:
+        """Apply an add's ``ops`` and record its idempotency ``key`` (created only if absent:
+        a ConflictError when another add holds it, with nothing of this add written).
+
+        On a transactional store that is also the queue (SQLite), the record goes into the
+        add's transaction: a retry finds both or neither. Otherwise the batch would be
+        applied op by op, and a racing add that lost the key could already have written its
+        items, so the key is claimed first (a ``pending`` record with the final answer), then
+        the add is applied, then the record is marked done. A write that fails after the
+        claim releases it (so a retry adds again instead of answering memories that may be
+        missing); a crash after the claim leaves it ``pending``, and a retry answers it."""
+        if self.store.supports_transactions and not self.scheduler.separate_queue:
+            self.scheduler.apply([*ops, PutRecords(IDEMPOTENCY, {key: record}, if_absent=True)])
+            return
+        self.store.batch([PutRecords(IDEMPOTENCY, {key: {**record, "pending": True}}, if_absent=True)])
+        try:
+            self.scheduler.apply(ops)  # the items first and then the task
+        except BaseException:
+            try:
+                self.store.batch([PutRecords(IDEMPOTENCY, {key: None})])
+            except Exception:  # the claim stays pending; the first error is the one to report
+                log.exception("could not release idempotency key %r", key)
+            raise
+        self.store.batch([PutRecords(IDEMPOTENCY, {key: record})])
 
     def add_memory(
         self,

@@ -164,6 +164,134 @@ def test_task_ops_go_to_the_queue_after_the_writes(open_mem: Opener) -> None:
     assert seen[-1] == "queue:CompleteTask" and "store:CompleteTask" not in seen
 
 
+GREEN_TEA = [{"role": "user", "content": "I like green tea"}]
+
+
+def test_two_handles_racing_on_one_key_store_once_on_weaviate(
+    open_mem: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of one tenant: A looks the key up before B recorded it (simulated: A's
+    first look finds nothing). Weaviate applies a batch op by op, so A must claim the key
+    before writing anything: it finds B's claim, writes nothing and answers B's result."""
+    from memos_core.memos import IDEMPOTENCY
+
+    a, b = open_mem(scheduler="off"), open_mem(scheduler="off")
+    winner = b.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    real = a.store.get_record
+    looks = {"n": 0}
+
+    def racing(namespace: str, key: str) -> Any:
+        if namespace == IDEMPOTENCY and looks["n"] == 0:
+            looks["n"] += 1
+            return None
+        return real(namespace, key)
+
+    monkeypatch.setattr(a.store, "get_record", racing)
+    loser = a.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    assert looks["n"] == 1
+    assert (loser.task_id, loser.memory_ids) == (winner.task_id, winner.memory_ids)
+    assert [i for i, _, _ in _ids(a, "u")] == sorted(winner.memory_ids)  # stored once
+    assert [t.task_id for t in a.get_task_status(winner.task_id).data] == [winner.task_id]
+
+
+def test_the_key_is_claimed_before_the_items_are_written(open_mem: Opener) -> None:
+    """Without transactions: the claim (pending, naming the final ids) first, then the
+    items and the task, then the record marked done."""
+    from memos_core.memos import IDEMPOTENCY
+    from memos_core.ports import EnqueueTask, PutItems, PutRecords
+
+    mem = open_mem(scheduler="off")
+    seen: list[Any] = []
+    real = mem.store.batch
+
+    def spy(ops: Any) -> Any:
+        seen.extend(ops)
+        return real(ops)
+
+    mem.store.batch = spy  # type: ignore[method-assign]
+    r = mem.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    idem = [
+        (n, op) for n, op in enumerate(seen) if isinstance(op, PutRecords) and op.namespace == IDEMPOTENCY
+    ]
+    put_items = next(n for n, op in enumerate(seen) if isinstance(op, PutItems))
+    (first, claim), (last, done) = idem
+    assert first < put_items < last and claim.if_absent  # nothing of the add before the claim
+    assert not any(isinstance(op, (PutItems, EnqueueTask)) for op in seen[:first])
+    (record,) = claim.records.values()
+    assert record["pending"] is True and record["data"]["memory_ids"] == r.memory_ids
+    assert record["data"]["task_id"] == r.task_id
+    (final,) = done.records.values()
+    assert "pending" not in final
+    (key,) = done.records
+    assert "pending" not in mem.store.get_record(IDEMPOTENCY, key)
+
+
+def test_a_pending_claim_is_answered_as_it_is(open_mem: Opener) -> None:
+    """A crash after the claim leaves it pending: a retry answers the claimed ids (they are
+    final) and writes nothing more."""
+    from memos_core.cube import SEP
+    from memos_core.memos import IDEMPOTENCY
+    from memos_core.ports import PutRecords
+
+    mem = open_mem(scheduler="off")
+    first = mem.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    key = f"{user_cube_id('u')}{SEP}k1"
+    record = mem.store.get_record(IDEMPOTENCY, key)
+    assert record is not None
+    mem.store.batch([PutRecords(IDEMPOTENCY, {key: {**record, "pending": True}})])
+    before = _ids(mem, "u")
+    again = mem.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    assert (again.task_id, again.memory_ids) == (first.task_id, first.memory_ids)
+    assert _ids(mem, "u") == before
+
+
+def test_a_failed_write_after_the_claim_releases_it(
+    open_mem: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes fail after the claim: the claim is released, so a retry adds (instead of
+    answering memories that were never written)."""
+    from memos_core.errors import StoreError
+
+    mem = open_mem(scheduler="off")
+    real = mem.scheduler.apply
+    monkeypatch.setattr(mem.scheduler, "apply", lambda ops: (_ for _ in ()).throw(StoreError("down")))
+    with pytest.raises(StoreError):
+        mem.add_message(GREEN_TEA, user_id="u", idempotency_key="k1")
+    assert _ids(mem, "u") == []
+    monkeypatch.setattr(mem.scheduler, "apply", real)
+    r = mem.add_message(GREEN_TEA, user_id="u", idempotency_key="k1").data
+    assert [i for i, _, _ in _ids(mem, "u")] == sorted(r.memory_ids)
+
+
+def test_the_data_folder_caches_embeddings_for_a_weaviate_store(
+    tmp_path: Path, weaviate_standin: WeaviateStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default embedder, a MemOS on Weaviate keeps computed vectors in the data
+    folder's SQLite database: a restart embeds no text twice."""
+    import memos_core.memos as memos_module
+
+    calls: list[str] = []
+
+    class Counting(HashEmbedder):
+        def embed(self, texts: Any) -> Any:
+            calls.extend(texts)
+            return super().embed(texts)
+
+    monkeypatch.setattr(memos_module, "SentenceTransformerEmbedder", Counting)
+
+    def open_() -> MemOS:
+        store = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
+        store.setup()
+        return MemOS(tmp_path / "data", store=store, scheduler="off")
+
+    with open_() as mem:
+        first = mem.embedder.embed(["a text worth caching"])
+        assert calls == ["a text worth caching"]
+    with open_() as mem:
+        again = mem.embedder.embed(["a text worth caching"])
+    assert calls == ["a text worth caching"] and (again == first).all()
+
+
 def test_the_sqlite_path_is_one_transaction(tmp_path: Path) -> None:
     """Without a separate queue nothing changes: the store is the queue."""
     with MemOS(tmp_path, embedder=HashEmbedder(), scheduler="inline") as mem:
