@@ -363,3 +363,157 @@ class TestWeaviateConformanceRealServer(MemoryStoreConformance):
             s.close()
         with weaviate.connect_to_custom(**params) as client:
             client.collections.delete([collection, f"{collection}Record"])
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def _drive(store: WeaviateStore, plan: Any, stop: Callable[[Any], bool]) -> Any:
+    """Run ``plan`` on the store's client until ``stop(call)``; return that (unperformed) call."""
+    from memos_core.stores.weaviate import _method
+
+    call = next(plan)
+    while not stop(call):
+        call = plan.send(_method(store._client, call)(*call.args, **call.kwargs))
+    return call
+
+
+def _finish(store: WeaviateStore, plan: Any, call: Any) -> None:
+    from memos_core.stores.weaviate import _method
+
+    try:
+        while True:
+            call = plan.send(_method(store._client, call)(*call.args, **call.kwargs))
+    except StopIteration:
+        pass
+
+
+def test_a_touch_never_undoes_a_concurrent_update(store: WeaviateStore) -> None:
+    """A touch updates the access counters in place: an update that lands between the touch's
+    read and its write survives, and the revision never goes backwards."""
+    from memos_core.ports import TouchItems
+
+    (first,) = put(store, item("original"))
+    plan = store.plan(TouchItems([first.id], T0 + timedelta(days=1)))
+    pending = _drive(store, plan, lambda c: c.path == "data.update")
+    old = store.get([first.id])[0]
+    assert old is not None
+    store.batch([PutItems([old.evolve(memory="UPDATED")], None, [old.revision])])
+    _finish(store, plan, pending)
+    got = store.get([first.id])[0]
+    assert got is not None
+    assert (got.memory, got.revision, got.access_count) == ("UPDATED", 2, 1)
+    assert got.last_accessed_at == T0 + timedelta(days=1)
+    store.touch([first.id], T0 + timedelta(days=2))
+    again = store.get([first.id])[0]
+    assert again is not None and (again.revision, again.access_count) == (2, 2)
+    assert again.last_accessed_at == T0 + timedelta(days=2)
+
+
+def test_a_soft_delete_keeps_an_update_made_since_its_match(store: WeaviateStore) -> None:
+    """Soft delete re-reads right before writing: it builds the deleted row from what is stored
+    now, not from the copy it matched."""
+    from memos_core.ports import DeleteItems
+
+    (first,) = put(store, item("original"))
+    plan = store.plan(DeleteItems(["cube-a"], [first.id]))
+    # the match is done; stop before the re-read
+    calls: list[str] = []
+
+    def stop(call: Any) -> bool:
+        calls.append(call.path)
+        return calls.count("query.fetch_objects") == 2
+
+    pending = _drive(store, plan, stop)
+    old = store.get([first.id])[0]
+    assert old is not None
+    store.batch([PutItems([old.evolve(memory="UPDATED")], None, [old.revision])])
+    _finish(store, plan, pending)
+    with_deleted, _ = store.list_items(["cube-a"])
+    assert [(i.memory, i.status, i.revision) for i in with_deleted] == [("UPDATED", "deleted", 3)]
+
+
+def test_only_canonical_uuid_ids_are_their_own_object_uuid(store: WeaviateStore) -> None:
+    from memos_core.stores.weaviate import object_uuid
+
+    u = uuid.uuid4()
+    ids = [str(u), u.hex, str(u).upper()]
+    assert object_uuid(str(u)) == str(u)
+    assert len({object_uuid(i) for i in ids}) == 3
+    for n, i in enumerate(ids):
+        store.put([item(f"m{n}", id=i)])
+    assert [g and g.memory for g in store.get(ids)] == ["m0", "m1", "m2"]
+    assert store.list_items(["cube-a"])[1] == 3
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"info.a.b": 1},
+        {"info.k": 1},
+        {"info.k": {"exists": True}},
+        {"info.x": {"eq": 5}},
+        {"info.x": {"contains": "1"}},
+        {"info.s": {"like": "v%"}},
+    ],
+)
+def test_info_keys_with_separators_do_not_collide(store: WeaviateStore, spec: dict[str, Any]) -> None:
+    items = [
+        item("nested", info={"a": {"b": 1}}),
+        item("dotted", info={"a.b": 1}),
+        item("eqkey", info={"k=1": "x"}),
+        item("boolv", info={"k": True}),
+        item("brackets", info={"x[]": 5, "x": ["1"]}),
+        item("backslash", info={"s\\": "v", "s": "w"}),
+    ]
+    put(store, *items)
+    node = parse_filter(spec)
+    got, _ = store.list_items(["cube-a"], node)
+    assert {i.memory for i in got} == {i.memory for i in items if evaluate(node, i)}
+
+
+LIKE_ITEMS = [
+    item("Hello World", tags=["Red", "blue"], key="K1", info={"s": "Hello", "u": "naïve ÄB"}),
+    item("hello world", info={"s": "hello", "u": "äb"}),
+    item("  padded  ", tags=["red"]),
+]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"memory": {"like": "hello%"}},
+        {"memory": {"like": "HELLO WORLD"}},
+        {"memory": {"contains": "World"}},
+        {"tags": {"like": "r%"}},
+        {"key": {"like": "k_"}},
+        {"info.s": {"like": "HELLO"}},
+        {"info.u": {"like": "%äb"}},
+        {"info.u": {"like": "%ÄB"}},
+        {"memory": {"eq": "  padded  "}},
+        {"memory": {"like": "%padded%"}},
+    ],
+)
+def test_like_is_ascii_case_insensitive_as_the_evaluator(store: WeaviateStore, spec: dict[str, Any]) -> None:
+    put(store, *LIKE_ITEMS)
+    node = parse_filter(spec)
+    got, _ = store.list_items(["cube-a"], node)
+    assert {i.memory for i in got} == {i.memory for i in LIKE_ITEMS if evaluate(node, i)}
+
+
+def test_a_stale_index_entry_does_not_block_a_put(store: WeaviateStore) -> None:
+    """A hard delete cut short after removing the objects leaves index entries; a later put of
+    the id into another cube still succeeds."""
+    from memos_core.ports import DeleteItems
+
+    (first,) = put(store, item("one", cube="cube-a"))
+    plan = store.plan(DeleteItems(["cube-a"], [first.id], hard=True))
+    _drive(store, plan, lambda c: c.path == "data.delete_many" and c.collection.endswith("Record"))
+    plan.close()  # the crash: the index entry is left behind
+    assert store.get([first.id]) == [None]
+    store.put([item("moved", cube="cube-b", id=first.id)])
+    got = store.get([first.id])[0]
+    assert got is not None and (got.cube_id, got.memory) == ("cube-b", "moved")
+    (live,) = put(store, item("two", cube="cube-a"))
+    with pytest.raises(InvalidInputError):
+        store.put([item("steal", cube="cube-b", id=live.id)])

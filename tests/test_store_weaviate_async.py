@@ -296,3 +296,45 @@ def test_ops_against_a_server_that_went_away_are_store_errors() -> None:
         store.close()
         loop.run_until_complete(astore.aclose())
         loop.close()
+
+
+def test_async_from_url_closes_the_client_when_connect_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+
+    class Client:
+        async def connect(self) -> None:
+            raise weaviate.exceptions.WeaviateConnectionError("refused")
+
+        async def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(weaviate, "use_async_with_custom", lambda **_: Client())
+    with pytest.raises(StoreError):
+        asyncio.run(AsyncWeaviateStore.from_url("http://127.0.0.1:1"))
+    assert closed == [True]
+
+
+def test_async_touch_and_soft_delete_keep_the_item_json(weaviate_standin: WeaviateStandIn) -> None:
+    """The async driver runs the touch's partial update: counters change, revision does not."""
+
+    async def run() -> tuple[Any, Any]:
+        client = async_client(weaviate_standin)
+        await client.connect()
+        store = AsyncWeaviateStore(client=client, owns_client=True)
+        await store.setup()
+        first = item("original")
+        await store.aput([first])
+        await store.atouch([first.id], T0 + timedelta(days=1))
+        touched = (await store.aget([first.id]))[0]
+        await store.adelete(["cube-a"], ids=[first.id])
+        deleted = (await store.alist_items(["cube-a"]))[0][0]
+        await store.aclose()
+        return touched, deleted
+
+    touched, deleted = asyncio.run(run())
+    assert (touched.revision, touched.access_count, touched.last_accessed_at) == (
+        1,
+        1,
+        T0 + timedelta(days=1),
+    )
+    assert (deleted.status, deleted.revision, deleted.access_count) == ("deleted", 2, 1)

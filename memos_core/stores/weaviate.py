@@ -15,7 +15,9 @@ Layout:
   per cube**, so a cube is Weaviate's own isolation boundary. Tenants are created on the first
   write to a cube; a read of a cube that has no tenant returns nothing. Cube ids that are not
   valid tenant names (``[A-Za-z0-9_-]{1,64}``) are mapped to ``h-<sha256>``.
-- Each object's UUID is the item id (ids that are not UUIDs are mapped with ``uuid5``). The
+- Each object's UUID is the item id when that is a canonical UUID (others are mapped with
+  ``uuid5``). ``access_count``/``last_accessed_at`` are their own properties, updated in place
+  by a touch and overlaid on the JSON when reading (a touch never rewrites the item). The
   **whole item is kept as JSON** in ``item_json`` (not indexed), so an item round-trips exactly;
   beside it live the indexed copies that filters, sort and search need. Vectors are
   self-provided (one named vector, ``default``, cosine distance).
@@ -38,9 +40,12 @@ Filters (DESIGN §5) compile to :class:`weaviate.classes.query.Filter` with
 tokenisation, so text compares as whole values). ``info`` keys are flattened into one ``text[]``
 property ``info_pairs``: ``path=<json value>`` per scalar, ``path[]=<json value>`` per scalar
 element of a list, and ``path`` for every present non-null value. So ``info.*`` filters support
-``eq ne in nin exists contains like`` (``like`` on string values only); order tests (``gt``...)
-on ``info`` keys raise :class:`FilterError`. ``like`` is Weaviate's (case-sensitive; a pattern
-holding ``*`` or ``?`` raises FilterError), ``contains`` on a text column is a ``like *v*``.
+``eq ne in nin exists contains like`` (``like`` on string values only); keys are escaped in
+paths (``\\ . = [ ]`` get a backslash). Order tests (``gt``...) on ``info`` keys raise
+:class:`FilterError`. ``like`` matches ASCII-lower-cased copies (``lc_<column>``, ``info_like``)
+with a lower-cased pattern, so it is ASCII-case-insensitive as :func:`filters.evaluate` is (a
+pattern holding ``*`` or ``?`` raises FilterError); ``contains`` on a text column is a
+``like *v*``. ``field`` tokenisation trims whitespace: ``eq "x"`` also matches ``"  x  "``.
 Listings page with offset: Weaviate caps ``offset + limit`` (``QUERY_MAXIMUM_RESULTS``, 10 000 by
 default).
 """
@@ -54,7 +59,7 @@ import re
 import time
 import uuid as uuid_lib
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -132,6 +137,10 @@ _TEXT_PROPS = [
     "embedding_model",
 ]
 _LIST_PROPS = ("tags", "keywords")
+#: Columns with an ASCII-lower-cased copy (``lc_<name>``) for case-insensitive ``like``.
+_LIKE_PROPS = (*_TEXT_PROPS, *_LIST_PROPS)
+#: What reading an item returns: the JSON plus the counters a touch updates in place.
+_READ_PROPS = ["item_json", "seq", "access_count", "last_accessed_at"]
 _INT_PROPS = ("version", "access_count", "vector_dim", "seq")
 _DATE_PROPS = ("created_at", "updated_at", "event_time", "last_accessed_at")
 
@@ -148,11 +157,15 @@ def _weaviate() -> Any:
 
 
 def object_uuid(item_id: str) -> str:
-    """The Weaviate UUID of an item id: the id itself when it is a UUID, else a uuid5 of it."""
+    """The Weaviate UUID of an item id: the id itself when it is a canonical (lower-case,
+    hyphenated) UUID, else a uuid5 of it, so ids that merely parse to the same UUID
+    (``u.hex``, upper case) stay distinct items."""
     try:
-        return str(uuid_lib.UUID(item_id))
+        if item_id == str(uuid_lib.UUID(item_id)):
+            return item_id
     except ValueError:
-        return str(uuid_lib.uuid5(_NS, item_id))
+        pass
+    return str(uuid_lib.uuid5(_NS, item_id))
 
 
 def record_uuid(namespace: str, key: str) -> str:
@@ -190,11 +203,25 @@ def _json_scalar(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_KEY_ESCAPES = {c: "\\" + c for c in "\\.=[]"}
+
+
+def _key(key: str) -> str:
+    """An info key escaped for a flattened path (``\\ . = [ ]`` get a backslash)."""
+    return "".join(_KEY_ESCAPES.get(c, c) for c in key)
+
+
+def _ascii_lower(text: str) -> str:
+    """ASCII-only lower case, the folding of ``like`` (SQLite's and :func:`filters.evaluate`'s)."""
+    return text.translate(F._ASCII_LOWER)
+
+
 def info_pairs(info: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``info`` flattened for filtering (see the module docstring)."""
+    """``info`` flattened for filtering (see the module docstring); keys escaped with
+    :func:`_key`, so ``{"a.b": 1}`` and ``{"a": {"b": 1}}`` stay apart."""
     out: list[str] = []
     for key, value in info.items():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{_key(str(key))}"
         if value is None:
             continue
         out.append(path)
@@ -205,6 +232,19 @@ def info_pairs(info: Mapping[str, Any], prefix: str = "") -> list[str]:
         else:
             out.append(f"{path}={_json_scalar(value)}")
     return list(dict.fromkeys(out))
+
+
+def info_like(info: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``path=<json value>`` of every string value of ``info``, the value ASCII-lower-cased:
+    what a case-insensitive ``like`` on an info key matches."""
+    out: list[str] = []
+    for key, value in info.items():
+        path = f"{prefix}{_key(str(key))}"
+        if isinstance(value, dict):
+            out += info_like(value, path + ".")
+        elif isinstance(value, str):
+            out.append(f"{path}={_json_scalar(_ascii_lower(value))}")
+    return out
 
 
 def _date(value: datetime | None) -> str | None:
@@ -221,6 +261,7 @@ def item_properties(item: MemoryItem, *, seq: int, dim: int) -> dict[str, Any]:
         "tags": list(item.tags),
         "keywords": list(item.keywords),
         "info_pairs": info_pairs(item.info),
+        "info_like": info_like(item.info),
         "version": item.version,
         "access_count": item.access_count,
         "confidence": float(item.confidence),
@@ -231,6 +272,12 @@ def item_properties(item: MemoryItem, *, seq: int, dim: int) -> dict[str, Any]:
         props[name] = getattr(item, name)
     for name in _DATE_PROPS:
         props[name] = _date(getattr(item, name))
+    for name in _LIKE_PROPS:  # ASCII-lower-cased copies: what `like` matches
+        value = props.get(name)
+        if value is not None:
+            props[f"lc_{name}"] = (
+                [_ascii_lower(v) for v in value] if isinstance(value, list) else _ascii_lower(value)
+            )
     return {k: v for k, v in props.items() if v is not None}
 
 
@@ -303,9 +350,9 @@ def _leaf(node: F.Compare, flt: Any) -> Any:
     prop = flt.by_property(name)
     if op == "exists":
         return prop.is_none(False)
+    if op == "like":  # ASCII-case-insensitive, as filters.evaluate and SQLite are
+        return flt.by_property(f"lc_{name}").like(_like_pattern(_ascii_lower(value)))
     if field.kind == "list":
-        if op == "like":
-            return prop.like(_like_pattern(value))
         values = list(value) if op == "in" else [value]
         return prop.contains_any(values)
     if field.kind == "date":
@@ -325,8 +372,6 @@ def _leaf(node: F.Compare, flt: Any) -> Any:
         return flt.any_of([prop.equal(v) for v in value]) if len(value) > 1 else prop.equal(value[0])
     if op == "eq":
         return prop.equal(value)
-    if op == "like":
-        return prop.like(_like_pattern(value))
     if op == "contains":  # substring of a text column
         return prop.like(f"*{_literal(value)}*")
     return {
@@ -338,7 +383,7 @@ def _leaf(node: F.Compare, flt: Any) -> Any:
 
 
 def _info_leaf(node: F.Compare, flt: Any) -> Any:
-    path, op, value = ".".join(node.field.path), node.op, node.value
+    path, op, value = ".".join(_key(k) for k in node.field.path), node.op, node.value
     prop = flt.by_property("info_pairs")
     if op == "exists":
         return prop.contains_any([path])
@@ -350,10 +395,10 @@ def _info_leaf(node: F.Compare, flt: Any) -> Any:
         if not isinstance(value, str):
             return member
         inner = _literal(_json_scalar(value)[1:-1])
-        return flt.any_of([member, prop.like(f'{path}="*{inner}*"')])
+        return flt.any_of([member, prop.like(f'{_literal(path)}="*{inner}*"')])
     if op == "like":
-        inner = _json_scalar(_like_pattern(value))[1:-1]
-        return prop.like(f'{path}="{inner}"')
+        inner = _json_scalar(_like_pattern(_ascii_lower(value)))[1:-1]
+        return flt.by_property("info_like").like(f'{_literal(path)}="{inner}"')
     raise FilterError(
         f"{op!r} on info key {node.field.name!r}: the Weaviate store cannot order info values "
         "(info keys support eq, ne, in, nin, exists, contains and like)"
@@ -559,8 +604,9 @@ class WeaviatePlanner:
                 *[prop(n, text, tokenization=field_tok, index_searchable=False) for n in _TEXT_PROPS],
                 *[
                     prop(n, wvc.DataType.TEXT_ARRAY, tokenization=field_tok, index_searchable=False)
-                    for n in (*_LIST_PROPS, "info_pairs")
+                    for n in (*_LIST_PROPS, "info_pairs", "info_like", *[f"lc_{n}" for n in _LIST_PROPS])
                 ],
+                *[prop(f"lc_{n}", text, tokenization=field_tok, index_searchable=False) for n in _TEXT_PROPS],
                 *[prop(n, wvc.DataType.INT) for n in _INT_PROPS],
                 prop("confidence", wvc.DataType.NUMBER),
                 *[prop(n, wvc.DataType.DATE) for n in _DATE_PROPS],
@@ -668,7 +714,7 @@ class WeaviatePlanner:
                 filters=Filter.by_id().contains_any(chunk),
                 limit=len(chunk),
                 include_vector=vectors,
-                return_properties=["item_json", "seq"],
+                return_properties=_READ_PROPS,
             )
             for obj in res.objects:
                 stored = _stored(obj, vectors)
@@ -687,7 +733,7 @@ class WeaviatePlanner:
                 limit=_PAGE,
                 offset=offset,
                 include_vector=vectors,
-                return_properties=["item_json", "seq"],
+                return_properties=_READ_PROPS,
             )
             out += [_stored(o, vectors) for o in res.objects]
             if len(res.objects) < _PAGE:
@@ -786,9 +832,18 @@ class WeaviatePlanner:
         if not n:
             return
         homes = yield from self._cubes_of([i.id for i in op.items])
+        moved: dict[str, list[str]] = {}
         for item in op.items:
             if homes.get(item.id, item.cube_id) != item.cube_id:
-                raise InvalidInputError(f"item {item.id} belongs to another cube; ids cannot move")
+                moved.setdefault(homes[item.id], []).append(item.id)
+        for home, ids in moved.items():
+            # An index entry whose object is gone (a hard delete cut short) does not pin the id.
+            home_tenant = yield from self._tenant(home)
+            alive = set() if home_tenant is None else set((yield from self._fetch(home_tenant, ids)))
+            if alive:
+                raise InvalidInputError(f"item {sorted(alive)[0]} belongs to another cube; ids cannot move")
+            for item_id in ids:
+                del homes[item_id]
         by_cube: dict[str, list[int]] = {}
         for pos, item in enumerate(op.items):
             by_cube.setdefault(item.cube_id, []).append(pos)
@@ -872,6 +927,8 @@ class WeaviatePlanner:
             if not matched:
                 continue
             if op.hard:
+                # Objects first, then their index entries: a crash in between leaves index
+                # entries whose object is gone, which reads and puts treat as absent.
                 uuids = [object_uuid(s.item.id) for s in matched]
                 for start in range(0, len(uuids), _PAGE):
                     yield self._call(
@@ -881,13 +938,18 @@ class WeaviatePlanner:
                     )
                 yield from self._write_records(_INDEX_NS, {s.item.id: None for s in matched})
             else:
+                # Re-read right before the write and build each row from what is stored now,
+                # so an update that landed since the match is kept, not overwritten with the
+                # older copy (residual race: a write in the instant between this read and
+                # the write below; Weaviate has no compare-and-set).
+                fresh = yield from self._fetch(tenant, [s.item.id for s in matched], vectors=True)
                 rows = [
                     (
                         s.item.evolve(status=_DELETED, updated_at=now, revision=s.item.revision + 1),
                         s.vector,
                         s.seq,
                     )
-                    for s in matched
+                    for s in fresh.values()
                 ]
                 yield from self._write(tenant, rows)
         return count
@@ -897,12 +959,17 @@ class WeaviatePlanner:
             tenant = yield from self._tenant(cube)
             if tenant is None:
                 continue
-            found = yield from self._fetch(tenant, ids, vectors=True)
-            rows = [
-                (s.item.evolve(access_count=s.item.access_count + 1, last_accessed_at=op.at), s.vector, s.seq)
-                for s in found.values()
-            ]
-            yield from self._write(tenant, rows)
+            found = yield from self._fetch(tenant, ids)
+            at = _date(op.at)
+            for item_id, stored in found.items():
+                # A partial update of the counters alone: never item_json nor the revision, so
+                # a touch cannot undo a concurrent update (two touches racing may count once).
+                yield self._call(
+                    tenant,
+                    "data.update",
+                    uuid=object_uuid(item_id),
+                    properties={"access_count": stored.item.access_count + 1, "last_accessed_at": at},
+                )
 
     # ------------------------------------------------------------------ queries
 
@@ -925,7 +992,7 @@ class WeaviatePlanner:
                 filters=where,
                 sort=sort,
                 limit=want,
-                return_properties=["item_json", "seq"],
+                return_properties=_READ_PROPS,
             )
             for obj in res.objects:
                 stored = _stored(obj, False)
@@ -1103,7 +1170,17 @@ class WeaviatePlanner:
 
 
 def _stored(obj: Any, vectors: bool) -> _Stored:
-    item = MemoryItem.from_dict(json.loads(obj.properties["item_json"]))
+    """The stored item, its access counters (kept as their own properties, which a touch
+    updates in place) overlaid on the JSON."""
+    props = obj.properties
+    item = MemoryItem.from_dict(json.loads(props["item_json"]))
+    count, last = props.get("access_count"), props.get("last_accessed_at")
+    if count is not None and int(count) != item.access_count:
+        item = item.evolve(access_count=int(count))
+    if last is not None:
+        when = parse_time(last)
+        if when != item.last_accessed_at:
+            item = item.evolve(last_accessed_at=when)
     vec = obj.vector.get(_VECTOR) if vectors and obj.vector else None
     return _Stored(item, list(vec) if vec else None, int(obj.properties.get("seq") or 0))
 
@@ -1243,7 +1320,12 @@ class AsyncWeaviateStore(WeaviatePlanner):
         params = connection_params(url, grpc_port=grpc_port, grpc_host=grpc_host, api_key=api_key)
         with _errors(f"connect to {url}"):
             client = _weaviate().use_async_with_custom(**params, **kwargs)
-            await client.connect()
+            try:
+                await client.connect()
+            except BaseException:
+                with suppress(Exception):  # the connect error is the one to report
+                    await client.close()
+                raise
         return cls(client=client, collection=collection, owns_client=True)
 
     async def setup(self) -> None:
