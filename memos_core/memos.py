@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
@@ -130,31 +129,6 @@ _RETRACT = re.compile(
 )
 
 
-class _FolderEmbeddingCache:
-    """The persistent embedding cache of a MemOS whose store is not SQLite: the
-    ``embed_cache`` table of the SQLite task queue in its data folder. The SQLite store
-    fills that table when items are put; here every vector the embedder computes is kept
-    (queries too: the embedder cannot tell them apart), so a restart embeds no text twice."""
-
-    def __init__(self, queue: SqliteStore | None) -> None:
-        if queue is None:
-            raise InvalidInputError("a store other than SQLite needs the data folder's task queue")
-        self._queue = queue
-
-    def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        return self._queue.cached_embeddings(model_id, hashes)
-
-    def cache_embeddings(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
-        rows = [(model_id, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()]
-        if rows:
-            self._queue._run(
-                lambda conn: conn.executemany(
-                    "INSERT OR IGNORE INTO embed_cache(model_id, text_hash, vector) VALUES (?, ?, ?)", rows
-                ),
-                write=True,
-            )
-
-
 class MemOS:
     """Memory for many users, agents and conversations, in one data folder.
 
@@ -217,9 +191,9 @@ class MemOS:
         self.store = store
         self._task_store = queue  # the separate task queue, closed with this MemOS
         if embedder is None:
-            # the SQLite store caches its items' vectors; another store's MemOS keeps every
-            # vector it computes in the data folder's queue database instead
-            cache: Any = store if isinstance(store, SqliteStore) else _FolderEmbeddingCache(queue)
+            # the SQLite store keeps its items' vectors as a persistent cache; with another
+            # store the cache lives in memory only (an item's vector is stored with the item)
+            cache = store if isinstance(store, SqliteStore) else None
             embedder = CachingEmbedder(SentenceTransformerEmbedder(), persistent=cache)
         self.embedder = embedder
         self.window = window or WindowConfig()

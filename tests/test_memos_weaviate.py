@@ -263,35 +263,6 @@ def test_a_failed_write_after_the_claim_releases_it(
     assert [i for i, _, _ in _ids(mem, "u")] == sorted(r.memory_ids)
 
 
-def test_the_data_folder_caches_embeddings_for_a_weaviate_store(
-    tmp_path: Path, weaviate_standin: WeaviateStandIn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the default embedder, a MemOS on Weaviate keeps computed vectors in the data
-    folder's SQLite database: a restart embeds no text twice."""
-    import memos_core.memos as memos_module
-
-    calls: list[str] = []
-
-    class Counting(HashEmbedder):
-        def embed(self, texts: Any) -> Any:
-            calls.extend(texts)
-            return super().embed(texts)
-
-    monkeypatch.setattr(memos_module, "SentenceTransformerEmbedder", Counting)
-
-    def open_() -> MemOS:
-        store = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
-        store.setup()
-        return MemOS(tmp_path / "data", store=store, scheduler="off")
-
-    with open_() as mem:
-        first = mem.embedder.embed(["a text worth caching"])
-        assert calls == ["a text worth caching"]
-    with open_() as mem:
-        again = mem.embedder.embed(["a text worth caching"])
-    assert calls == ["a text worth caching"] and (again == first).all()
-
-
 def test_the_sqlite_path_is_one_transaction(tmp_path: Path) -> None:
     """Without a separate queue nothing changes: the store is the queue."""
     with MemOS(tmp_path, embedder=HashEmbedder(), scheduler="inline") as mem:
