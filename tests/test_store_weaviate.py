@@ -517,3 +517,40 @@ def test_a_stale_index_entry_does_not_block_a_put(store: WeaviateStore) -> None:
     (live,) = put(store, item("two", cube="cube-a"))
     with pytest.raises(InvalidInputError):
         store.put([item("steal", cube="cube-b", id=live.id)])
+
+
+def test_full_reads_never_page_by_offset(store: WeaviateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deletes, re-embedding and record listings read everything with the ``after`` cursor or
+    keyset paging, never past an offset cap (here pages of 5 against a cap of 6)."""
+    import memos_core.stores.weaviate as wv
+    from memos_core.ports import DeleteItems, ListRecords
+
+    monkeypatch.setattr(wv, "_PAGE", 5)
+    client = store._client
+
+    def capped(plan: Any) -> Any:
+        try:
+            call = next(plan)
+            while True:
+                kw = call.kwargs
+                assert kw.get("offset", 0) + (kw.get("limit") or 0) <= 6 or "offset" not in kw, call
+                assert not kw.get("offset"), call
+                call = plan.send(wv._method(client, call)(*call.args, **call.kwargs))
+        except StopIteration as stop:
+            return stop.value
+
+    items = [item(f"m{n}", tags=["odd"] if n % 2 else []) for n in range(23)]
+    store.put(items)
+    store.put_records("ns", {f"k{n:02d}": {"n": n} for n in range(17)})
+    assert [k for k, _ in capped(store.plan(ListRecords("ns", "", 100)))] == [f"k{n:02d}" for n in range(17)]
+    assert len(capped(store.plan(ListRecords("ns", "k1", 100)))) == 7
+    assert len(capped(store.plan(ListRecords("ns", "", 12)))) == 12
+    assert capped(store.plan(DeleteItems(["cube-a"], None, parse_filter({"tags": "odd"}), hard=True))) == 11
+    assert capped(store.plan(DeleteItems(["cube-a"], [i.id for i in items]))) == 12
+    assert capped(store.plan(DeleteItems(["cube-a"], [i.id for i in items]))) == 12
+    left, total = store.list_items(["cube-a"], limit=100)
+    assert total == 12 and {i.status for i in left} == {"deleted"}
+    assert len(capped(store.plan_embeddings([i.id for i in items]))) == 0
+    from memos_core.stores.weaviate import tenant_name
+
+    assert len(capped(store._fetch_where(tenant_name("cube-a"), None))) == 12

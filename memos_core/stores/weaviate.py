@@ -46,8 +46,9 @@ paths (``\\ . = [ ]`` get a backslash). Order tests (``gt``...) on ``info`` keys
 with a lower-cased pattern, so it is ASCII-case-insensitive as :func:`filters.evaluate` is (a
 pattern holding ``*`` or ``?`` raises FilterError); ``contains`` on a text column is a
 ``like *v*``. ``field`` tokenisation trims whitespace: ``eq "x"`` also matches ``"  x  "``.
-Listings page with offset: Weaviate caps ``offset + limit`` (``QUERY_MAXIMUM_RESULTS``, 10 000 by
-default).
+``ListItems`` pages with offset, so its ``offset + limit`` stays capped by Weaviate
+(``QUERY_MAXIMUM_RESULTS``, 10 000 by default); full reads (deletes, re-embedding, record
+listings) never use offsets: the ``after`` cursor or keyset paging on the item id / the record key.
 """
 
 from __future__ import annotations
@@ -722,23 +723,43 @@ class WeaviatePlanner:
         return out
 
     def _fetch_where(self, tenant: str, where: Any, *, vectors: bool = False) -> Plan[list[_Stored]]:
-        """Every item of a tenant that ``where`` selects (paged by offset)."""
+        """Every item of a tenant that ``where`` selects. Never paged by offset (Weaviate caps
+        ``offset + limit``): the whole tenant with the ``after`` cursor, a filtered read by
+        keyset on the item id (sorted by it, each page ``item_id >`` the last one read)."""
+        from weaviate.classes.query import Filter, Sort
+
         out: list[_Stored] = []
-        offset = 0
+        if where is None:
+            after: str | None = None
+            while True:
+                res = yield self._call(
+                    tenant,
+                    "query.fetch_objects",
+                    limit=_PAGE,
+                    after=after,
+                    include_vector=vectors,
+                    return_properties=_READ_PROPS,
+                )
+                out += [_stored(o, vectors) for o in res.objects]
+                if len(res.objects) < _PAGE:
+                    return out
+                after = str(res.objects[-1].uuid)
+        last: str | None = None
         while True:
+            page_filter = where if last is None else where & Filter.by_property("item_id").greater_than(last)
             res = yield self._call(
                 tenant,
                 "query.fetch_objects",
-                filters=where,
+                filters=page_filter,
+                sort=Sort.by_property("item_id", ascending=True),
                 limit=_PAGE,
-                offset=offset,
                 include_vector=vectors,
                 return_properties=_READ_PROPS,
             )
             out += [_stored(o, vectors) for o in res.objects]
             if len(res.objects) < _PAGE:
                 return out
-            offset += _PAGE
+            last = out[-1].item.id
 
     def _cubes_of(self, ids: Sequence[str]) -> Plan[dict[str, str]]:
         """item id -> cube id, from the index records."""
@@ -914,15 +935,21 @@ class WeaviatePlanner:
         from weaviate.classes.query import Filter
 
         where = compile_filter(op.where)
+        selections: list[Any] = [where]
         if op.ids is not None:
             if not op.ids:
                 return 0
-            by_id = Filter.by_id().contains_any([object_uuid(i) for i in dict.fromkeys(op.ids)])
-            where = by_id if where is None else by_id & where
+            uuids = list(dict.fromkeys(object_uuid(i) for i in op.ids))
+            selections = []
+            for start in range(0, len(uuids), _PAGE):
+                by_id = Filter.by_id().contains_any(uuids[start : start + _PAGE])
+                selections.append(by_id if where is None else by_id & where)
         count = 0
         now = utcnow()
         for _, tenant in (yield from self._tenants_of(op.cube_ids)):
-            matched = yield from self._fetch_where(tenant, where, vectors=not op.hard)
+            matched = []
+            for selection in selections:
+                matched += yield from self._fetch_where(tenant, selection, vectors=not op.hard)
             count += len(matched)
             if not matched:
                 continue
@@ -1143,19 +1170,19 @@ class WeaviatePlanner:
         yield from self._write_records(op.namespace, op.records)
 
     def _list_records(self, op: ListRecords) -> Plan[list[tuple[str, dict[str, Any]]]]:
-        from weaviate.classes.query import Filter
+        from weaviate.classes.query import Filter, Sort
 
         where = Filter.by_property("namespace").equal(op.namespace)
         if op.prefix and "*" not in op.prefix and "?" not in op.prefix:
             where = where & Filter.by_property("key").like(op.prefix + "*")
         rows: list[tuple[str, dict[str, Any]]] = []
-        offset = 0
-        while True:
+        last: str | None = None
+        while len(rows) < op.limit:  # keyset paging on the key, never offset (capped)
             res = yield self._rcall(
                 "query.fetch_objects",
-                filters=where,
+                filters=where if last is None else where & Filter.by_property("key").greater_than(last),
+                sort=Sort.by_property("key", ascending=True),
                 limit=_PAGE,
-                offset=offset,
                 return_properties=["key", "value"],
             )
             for obj in res.objects:
@@ -1164,7 +1191,7 @@ class WeaviatePlanner:
                     rows.append((key, json.loads(str(obj.properties["value"]))))
             if len(res.objects) < _PAGE:
                 break
-            offset += _PAGE
+            last = str(res.objects[-1].properties["key"])
         rows.sort(key=lambda r: r[0])
         return rows[: op.limit]
 
