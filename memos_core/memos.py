@@ -111,6 +111,14 @@ def _check_scope(user_id: str, conversation_id: str | None, agent_id: str | None
         _check_id(name, value, required=False)
 
 
+def _ranked_uses(ws: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """A working set's used memories with their counts, best first (a list of pairs; sets
+    written before this shape kept a dict, read in key order)."""
+    used = ws.get("used") or []
+    pairs = used.items() if isinstance(used, Mapping) else used
+    return [(str(i), float(c)) for i, c in pairs]
+
+
 def user_cube_id(user_id: str) -> str:
     """The cube that holds a user's own memories."""
     return f"user:{user_id}"
@@ -1050,20 +1058,22 @@ class MemOS:
         bounded to ``working_size`` (half recent turns, half most-used memories). Last writer
         wins: it is a cache of attention, not a record of truth."""
         key = f"{cube_id}{_SEP}{conversation_id}"
-        ws = self.store.get_record(WORKING, key) or {"recent": [], "used": {}}
+        ws = self.store.get_record(WORKING, key) or {"recent": [], "used": []}
         half = self.working_size // 2
         recent_ids = list(dict.fromkeys([*recent, *ws.get("recent", [])]))[:half]
         # Earlier uses fade (x0.75 per search), ties go to the hits just used and twice as
         # many counts are kept as shown, so a new topic's hits can build up and the set
         # follows the conversation instead of freezing on the first hits used twice.
-        counts: dict[str, float] = {i: round(c * 0.75, 4) for i, c in ws.get("used", {}).items()}
+        counts: dict[str, float] = {i: round(c * 0.75, 4) for i, c in _ranked_uses(ws)}
         for i in used:
             counts[i] = counts.get(i, 0.0) + 1.0
         fresh = {i: n for n, i in enumerate(used)}
         top = sorted(counts.items(), key=lambda kv: (-kv[1], fresh.get(kv[0], len(fresh))))[
             : 2 * self.working_size
         ]
-        value = {"recent": recent_ids, "used": dict(top), "updated_at": utcnow().isoformat()}
+        # a list, not a dict: stores may not keep a JSON object's key order, and the order
+        # breaks ties between equally used memories (the ones just used first)
+        value = {"recent": recent_ids, "used": [[i, c] for i, c in top], "updated_at": utcnow().isoformat()}
         return PutRecords(WORKING, {key: value})
 
     def _working_ids(self, cube_id: str, conversation_id: str) -> list[str]:
@@ -1072,7 +1082,7 @@ class MemOS:
             return []
         recent = list(ws.get("recent", []))[: self.working_size // 2]
         # Most-used first; a turn that is also a used hit takes one slot, not two.
-        used = [i for i, _ in sorted(ws.get("used", {}).items(), key=lambda kv: -kv[1]) if i not in recent]
+        used = [i for i, _ in sorted(_ranked_uses(ws), key=lambda kv: -kv[1]) if i not in recent]
         return [*recent, *used][: self.working_size]
 
     def _working_boosts(self, cube_id: str, conversation_id: str | None) -> dict[str, float]:
