@@ -554,3 +554,42 @@ def test_full_reads_never_page_by_offset(store: WeaviateStore, monkeypatch: pyte
     from memos_core.stores.weaviate import tenant_name
 
     assert len(capped(store._fetch_where(tenant_name("cube-a"), None))) == 12
+
+
+def test_replace_space_failing_midway_leaves_the_cube_intact(
+    store: WeaviateStore, weaviate_standin: WeaviateStandIn
+) -> None:
+    """replace_space builds a new tenant generation and switches to it only when complete: a
+    failure while copying leaves the cube as it was; a success is seen by another store whose
+    tenant cache still names the old generation."""
+    from memos_core.stores.weaviate import _method
+
+    other = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
+    try:
+        keep = [item(f"keep {n}", cube="r") for n in range(20)]
+        store.put(keep, [np.ones(4, np.float32)] * 20)
+        assert len(other.list_items(["r"])[0]) == 20  # `other` caches the first generation
+        tenants_before = set(store._client.collections.use("MemosItem").tenants.get())
+        op = PutItems([item("new", cube="r")], [np.ones(8, np.float32)], replace_space=True)
+        plan = store.plan(op)
+        call = next(plan)
+        with pytest.raises(ConnectionError):
+            while True:
+                if call.path == "data.insert_many" and call.tenant not in tenants_before:
+                    call = plan.throw(ConnectionError("network blip"))
+                else:
+                    call = plan.send(_method(store._client, call)(*call.args, **call.kwargs))
+        assert set(store._client.collections.use("MemosItem").tenants.get()) == tenants_before
+        assert store.list_items(["r"], limit=100)[1] == 20
+        assert len(store.get_embeddings([i.id for i in keep])) == 20
+        assert store.get([keep[0].id])[0] == other.get([keep[0].id])[0] is not None
+
+        store.batch([op])
+        assert store.list_items(["r"], limit=100)[1] == 21
+        assert set(store.get_embeddings([i.id for i in keep])) == set()
+        got, total = other.list_items(["r"], limit=100)  # stale cache: re-reads the pointer
+        assert total == 21 and "new" in {i.memory for i in got}
+        assert other.search_vector(["r"], np.ones(8, np.float32), limit=1)[0].id == op.items[0].id
+        assert len(set(store._client.collections.use("MemosItem").tenants.get())) == len(tenants_before)
+    finally:
+        other.close()

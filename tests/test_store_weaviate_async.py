@@ -215,7 +215,9 @@ def test_plans_are_io_free_request_descriptions() -> None:
     plan = WeaviatePlanner(collection="Mem").plan(
         TextSearch(["cube-a"], "apples", parse_filter({"tags": "x"}))
     )
-    call = next(plan)
+    call = next(plan)  # the cube's generation pointer (none), then its tenant
+    assert (call.collection, call.path) == ("MemRecord", "data.exists")
+    call = plan.send(False)
     assert call == Call("Mem", None, "tenants.exists", ("cube-a",))
     call = plan.send(True)
     assert (call.collection, call.tenant, call.path) == ("Mem", "cube-a", "query.bm25")
@@ -338,3 +340,27 @@ def test_async_touch_and_soft_delete_keep_the_item_json(weaviate_standin: Weavia
         T0 + timedelta(days=1),
     )
     assert (deleted.status, deleted.revision, deleted.access_count) == ("deleted", 2, 1)
+
+
+def test_async_store_sees_another_stores_replace_space(weaviate_standin: WeaviateStandIn) -> None:
+    """A cached tenant generation that another process replaced: abatch re-reads the pointer."""
+
+    async def run() -> None:
+        client = async_client(weaviate_standin)
+        await client.connect()
+        store = AsyncWeaviateStore(client=client, owns_client=True)
+        try:
+            await store.setup()
+            await store.aput([item("old", cube="r")], [np.ones(4, np.float32)])
+            assert (await store.alist_items(["r"]))[1] == 1
+            other = WeaviateStore(client=weaviate_standin.connect(), owns_client=True)
+            other.batch([PutItems([item("new", cube="r")], [np.ones(8, np.float32)], replace_space=True)])
+            other.close()
+            got, total = await store.alist_items(["r"])
+            assert total == 2 and {i.memory for i in got} == {"old", "new"}
+            hits = await store.asearch_vector(["r"], np.ones(8, np.float32), limit=5)
+            assert len(hits) == 1
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())

@@ -13,7 +13,9 @@ Layout:
 
 - **One collection for items** (``MemosItem`` by default) with native multi-tenancy: **one tenant
   per cube**, so a cube is Weaviate's own isolation boundary. Tenants are created on the first
-  write to a cube; a read of a cube that has no tenant returns nothing. Cube ids that are not
+  write to a cube; a read of a cube that has no tenant returns nothing. ``replace_space``
+  rebuilds a cube in a new tenant generation, named by a pointer record (``_GEN_NS``) that is
+  switched only once the copy is complete. Cube ids that are not
   valid tenant names (``[A-Za-z0-9_-]{1,64}``) are mapped to ``h-<sha256>``.
 - Each object's UUID is the item id when that is a canonical UUID (others are mapped with
   ``uuid5``). ``access_count``/``last_accessed_at`` are their own properties, updated in place
@@ -120,6 +122,8 @@ _PAGE = 1000
 #: The records namespace that maps item ids to cubes (GetItems/TouchItems carry no cube).
 _INDEX_NS = "\x00memos.item_cube"
 _DELETED = "deleted"
+#: The records namespace of each cube's current tenant generation (set by replace_space).
+_GEN_NS = "\x00memos.tenant_generation"
 
 #: Filter columns -> the property holding them (``id`` is the ``item_id`` property).
 _TEXT_PROPS = [
@@ -516,6 +520,11 @@ async def arun_plan(client: WeaviateAsyncClient, plan: Plan[_T]) -> _T:
         return cast(_T, stop.value)
 
 
+def _tenant_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says a tenant does not exist (a cached generation that was replaced)."""
+    return not isinstance(exc, MemosError) and "tenant not found" in str(exc).lower()
+
+
 @contextmanager
 def _errors(what: str) -> Iterator[None]:
     """Translate backend errors into StoreError at the boundary (ours pass through)."""
@@ -574,7 +583,7 @@ class WeaviatePlanner:
     def __init__(self, *, collection: str = "MemosItem") -> None:
         self._name = collection
         self._records_name = f"{collection}Record"
-        self._tenants: set[str] = set()
+        self._tenants: dict[str, str] = {}  # cube -> its current tenant, known to exist
 
     def _call(self, tenant: str | None, path: str, *args: Any, **kwargs: Any) -> Call:
         return Call(self._name, tenant, path, args, kwargs)
@@ -676,16 +685,27 @@ class WeaviatePlanner:
 
     # ------------------------------------------------------------------ tenants
 
+    def forget_tenants(self) -> None:
+        """Drop the tenant cache: the next op re-reads each cube's generation pointer (the
+        drivers call this and retry once when a tenant is not found, so a generation switch made
+        by another process is seen)."""
+        self._tenants.clear()
+
     def _tenant(self, cube_id: str, *, create: bool = False) -> Plan[str | None]:
-        """The cube's tenant name; ``None`` when it has none (and ``create`` is false)."""
-        name = tenant_name(cube_id)
-        if name not in self._tenants and (yield self._call(None, "tenants.exists", name)):
-            self._tenants.add(name)
-        if name not in self._tenants:
+        """The cube's current tenant: its generation pointer's (written by ``replace_space``),
+        else :func:`tenant_name`; ``None`` when it has none (and ``create`` is false)."""
+        if cube_id in self._tenants:
+            return self._tenants[cube_id]
+        pointer = None
+        # A cheap REST check first: most cubes were never rebuilt and have no pointer.
+        if (yield self._rcall("data.exists", record_uuid(_GEN_NS, cube_id))):
+            pointer = (yield from self._read_records(_GEN_NS, [cube_id])).get(cube_id)
+        name = str(pointer["tenant"]) if pointer else tenant_name(cube_id)
+        if not (yield self._call(None, "tenants.exists", name)):
             if not create:
                 return None
             yield self._call(None, "tenants.create", [name])
-            self._tenants.add(name)
+        self._tenants[cube_id] = name
         return name
 
     def _tenants_of(self, cube_ids: Sequence[str]) -> Plan[list[tuple[str, str]]]:
@@ -918,14 +938,28 @@ class WeaviatePlanner:
         if new:  # the index first: an entry whose object failed to write just reads as missing
             yield from self._write_records(_INDEX_NS, new)
         for cube, rows, rest in plans:
-            if rest is not None:
-                yield self._call(None, "tenants.remove", [tenant_name(cube)])
-                self._tenants.discard(tenant_name(cube))
-            tenant = yield from self._tenant(cube, create=True)
-            assert tenant is not None
-            if rest:
-                yield from self._write(tenant, rest)
-            yield from self._write(tenant, rows)
+            if rest is None:
+                tenant = yield from self._tenant(cube, create=True)
+                assert tenant is not None
+                yield from self._write(tenant, rows)
+                continue
+            # replace_space: build the cube anew in a fresh tenant generation, switch the
+            # cube's pointer to it, then drop the old one. A failure before the switch leaves
+            # the cube as it was (and removes the half-built generation).
+            old_tenant = yield from self._tenant(cube, create=True)
+            fresh = "h-" + hashlib.sha256(f"{cube}\x1f{uuid_lib.uuid4()}".encode()).hexdigest()[:40]
+            yield self._call(None, "tenants.create", [fresh])
+            try:
+                if rest:
+                    yield from self._write(fresh, rest)
+                yield from self._write(fresh, rows)
+                yield from self._write_records(_GEN_NS, {cube: {"tenant": fresh}})
+            except Exception:
+                with suppress(Exception):
+                    yield self._call(None, "tenants.remove", [fresh])
+                raise
+            self._tenants[cube] = fresh
+            yield self._call(None, "tenants.remove", [old_tenant])
 
     def _delete(self, op: DeleteItems) -> Plan[int]:
         if op.ids is None and op.where is None:
@@ -1282,7 +1316,13 @@ class WeaviateStore(WeaviatePlanner, MemoryStore):
         out: list[Any] = []
         for op in ops:
             with _errors(type(op).__name__):
-                out.append(run_plan(self._client, self.plan(op)))
+                try:
+                    out.append(run_plan(self._client, self.plan(op)))
+                except Exception as exc:
+                    if not _tenant_gone(exc):
+                        raise
+                    self.forget_tenants()  # another process switched a cube's generation
+                    out.append(run_plan(self._client, self.plan(op)))
         return out
 
     def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -1372,7 +1412,13 @@ class AsyncWeaviateStore(WeaviatePlanner):
         out: list[Any] = []
         for op in ops:
             with _errors(type(op).__name__):
-                out.append(await arun_plan(self._client, self.plan(op)))
+                try:
+                    out.append(await arun_plan(self._client, self.plan(op)))
+                except Exception as exc:
+                    if not _tenant_gone(exc):
+                        raise
+                    self.forget_tenants()  # another process switched a cube's generation
+                    out.append(await arun_plan(self._client, self.plan(op)))
         return out
 
     # One-line conveniences over abatch(), the twins of MemoryStore's.
