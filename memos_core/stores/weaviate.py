@@ -889,7 +889,9 @@ class WeaviatePlanner:
         for pos, item in enumerate(op.items):
             by_cube.setdefault(item.cube_id, []).append(pos)
         plans: list[tuple[str, list[_Row], list[_Row] | None]] = []
-        seq = time.time_ns()
+        # microseconds, not nanoseconds: the sequence must stay exact as a float64 (< 2**53),
+        # since JSON paths carry numbers as doubles; +1 per new item keeps insertion order
+        seq = time.time_ns() // 1000
         for cube, positions in by_cube.items():  # check everything before writing anything
             tenant = yield from self._tenant(cube, create=True)
             assert tenant is not None
@@ -1058,7 +1060,8 @@ class WeaviatePlanner:
             for obj in res.objects:
                 stored = _stored(obj, False)
                 rows.append((stored.item.created_at, stored.seq, stored.item))
-        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        # the id last: a total order, so offset pages never repeat or skip a tied item
+        rows.sort(key=lambda r: (r[0], r[1], r[2].id), reverse=True)
         return [r[2] for r in rows[op.offset : want]], total
 
     def _text_search(self, op: TextSearch) -> Plan[list[ScoredId]]:
