@@ -58,6 +58,7 @@ __all__ = [
     "Not",
     "Or",
     "and_",
+    "columns",
     "compile_sqlite",
     "eq",
     "evaluate",
@@ -85,6 +86,13 @@ _KIND_COLUMNS: dict[FieldKind, str] = {
     "list": "tags keywords",
 }
 _COLUMNS: dict[str, FieldKind] = {col: kind for kind, cols in _KIND_COLUMNS.items() for col in cols.split()}
+
+
+def columns(kind: FieldKind) -> tuple[str, ...]:
+    """The item columns a filter may name with this kind (a backend indexes exactly these)."""
+    return tuple(_KIND_COLUMNS.get(kind, "").split())
+
+
 _UNFILTERABLE = frozenset({"info", "sources", "history", "embedding", "seq"})
 _NOT_FOR: dict[str, tuple[FieldKind, ...]] = {
     "gt": ("list",),

@@ -125,29 +125,17 @@ _DELETED = "deleted"
 #: The records namespace of each cube's current tenant generation (set by replace_space).
 _GEN_NS = "\x00memos.tenant_generation"
 
-#: Filter columns -> the property holding them (``id`` is the ``item_id`` property).
-_TEXT_PROPS = [
-    "item_id",
-    "cube_id",
-    "user_id",
-    "agent_id",
-    "conversation_id",
-    "app_id",
-    "memory",
-    "key",
-    "memory_type",
-    "status",
-    "mode",
-    "merged_into",
-    "embedding_model",
-]
-_LIST_PROPS = ("tags", "keywords")
+#: Filter columns -> the property holding them (``id`` is the ``item_id`` property); taken from
+#: the filter DSL's own column table, so a newly filterable column is indexed here too.
+_TEXT_PROPS = ["item_id", *(c for c in F.columns("text") if c != "id")]
+_LIST_PROPS = F.columns("list")
 #: Columns with an ASCII-lower-cased copy (``lc_<name>``) for case-insensitive ``like``.
 _LIKE_PROPS = (*_TEXT_PROPS, *_LIST_PROPS)
 #: What reading an item returns: the JSON plus the counters a touch updates in place.
 _READ_PROPS = ["item_json", "seq", "access_count", "last_accessed_at"]
-_INT_PROPS = ("version", "access_count", "vector_dim", "seq")
-_DATE_PROPS = ("created_at", "updated_at", "event_time", "last_accessed_at")
+_INT_PROPS = (*F.columns("int"), "vector_dim", "seq")
+_REAL_PROPS = F.columns("real")
+_DATE_PROPS = F.columns("date")
 
 
 def _weaviate() -> Any:
@@ -618,7 +606,7 @@ class WeaviatePlanner:
                 ],
                 *[prop(f"lc_{n}", text, tokenization=field_tok, index_searchable=False) for n in _TEXT_PROPS],
                 *[prop(n, wvc.DataType.INT) for n in _INT_PROPS],
-                prop("confidence", wvc.DataType.NUMBER),
+                *[prop(n, wvc.DataType.NUMBER) for n in _REAL_PROPS],
                 *[prop(n, wvc.DataType.DATE) for n in _DATE_PROPS],
             ]
             yield Call(
