@@ -50,6 +50,7 @@ from .errors import (
     RequestError,
     RuntimeFailure,
 )
+from .retrieval import SearchMode
 from .schema import AddData, Envelope, MemoryItem, Page, SearchData, Task
 
 if TYPE_CHECKING:
@@ -323,8 +324,10 @@ class MemOSClient:
         knowledgebase_ids: Sequence[str] | None = None,
         cube_ids: Sequence[str] | None = None,
         top_k: int = 10,
+        mode: SearchMode = "hybrid",
     ) -> Envelope[SearchData]:
-        """Hybrid search over the user's memories; see :meth:`MemOS.search_memory`."""
+        """Hybrid search over the user's memories (``mode="lexical"``: BM25 alone); see
+        :meth:`MemOS.search_memory`."""
         body = _drop_none(
             query=query,
             user_id=user_id,
@@ -334,6 +337,9 @@ class MemOSClient:
             knowledgebase_ids=_list(knowledgebase_ids),
             cube_ids=_list(cube_ids),
             top_k=top_k,
+            # Sent only when not the default: a default search still works on a server that
+            # predates the field (its request models forbid unknown fields).
+            mode=None if mode == "hybrid" else mode,
         )
         return self._request(Envelope[SearchData], "POST", "/v1/memories/search", json=body, safe=True)
 

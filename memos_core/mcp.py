@@ -6,7 +6,7 @@ data folder and offers these tools (see ``docs/mcp.md``):
 
 ==================  ================================================================
 ``add_message``     remember a message (``content``) or OpenAI-style ``messages``
-``search_memory``   hybrid search (``query``, ``top_k``, ``filter``, ``conversation_id``)
+``search_memory``   search (``query``, ``top_k``, ``filter``, ``conversation_id``, ``mode``)
 ``get_memory``      one memory by id
 ``update_memory``   change its text, tags or info (a new version; the old one is kept)
 ``delete_memory``   soft-delete memories by id (``hard=True`` erases them)
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from .errors import MemosError, MissingDependencyError
+from .retrieval import SearchMode
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -174,12 +175,24 @@ def create_server(
         top_k: Annotated[int, Field(description="how many memories to return", ge=1)] = 5,
         filter: _Filter = None,
         conversation_id: Annotated[str | None, Field(description="only this conversation")] = None,
+        mode: Annotated[
+            SearchMode,
+            Field(
+                description="'hybrid' (default): keywords and meaning, the best recall; 'lexical': "
+                "keywords only, faster, for queries that name the exact words to find"
+            ),
+        ] = "hybrid",
     ) -> dict[str, Any]:
         """Search the user's memories (keywords and meaning, recency-aware). Answers
         {memory_detail_list: [{id, memory, score, tags, event_time, sources, ...}]}."""
         with tool_errors():
             r = mem.search_memory(
-                query, user_id=user(user_id), conversation_id=conversation_id, filter=filter, top_k=top_k
+                query,
+                user_id=user(user_id),
+                conversation_id=conversation_id,
+                filter=filter,
+                top_k=top_k,
+                mode=mode,
             )
             return r.data.model_dump(mode="json")
 

@@ -45,6 +45,7 @@ from .errors import InvalidInputError, MemosError, MissingDependencyError, Paylo
 from .memos import MemOS
 from .ports import Embedder, MemoryStore
 from .reader import Limits
+from .retrieval import SearchMode
 from .schema import AddData, ContentPart, Envelope, MemoryItem, Page, SearchData, Task, utcnow
 from .stores.sqlite import SqliteStore
 
@@ -375,6 +376,11 @@ class SearchRequest(_Req):
     knowledgebase_ids: list[Id] | None = None
     cube_ids: list[Id] | None = None
     top_k: int = Field(10, ge=1)
+    mode: SearchMode = Field(
+        "hybrid",
+        description='"hybrid" (BM25 and vectors fused: the best recall) or "lexical" (BM25 alone, '
+        "no query embedding: faster)",
+    )
 
 
 class ListRequest(_Req):

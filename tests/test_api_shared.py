@@ -309,6 +309,40 @@ def test_search_with_tags_and_info_filters(check: Callable[[Scenario], dict[str,
     assert scores == sorted(scores, reverse=True)
 
 
+def search_lexical(api: Api, user: str) -> dict[str, Any]:
+    api.add_message(
+        turns("My locksmith is called Octavio Brandt", "I'll remember Octavio"),
+        user_id=user,
+        async_mode=False,
+    )
+    api.add_message(
+        turns("We adopted a greyhound named Pepper", "Pepper is a lovely name"),
+        user_id=user,
+        async_mode=False,
+    )
+    return {
+        "lexical": hits(api.search_memory("Octavio locksmith", user_id=user, top_k=3, mode="lexical")),
+        "hybrid": hits(api.search_memory("Octavio locksmith", user_id=user, top_k=3, mode="hybrid")),
+        # no word in common with any memory: the vector leg answers instead
+        "fallback": hits(api.search_memory("zzyzx qwv", user_id=user, top_k=3, mode="lexical")),
+    }
+
+
+def test_search_lexical_mode(check: Callable[[Scenario], dict[str, Any]], api: Api) -> None:
+    """mode="lexical" reaches the facade (BM25 alone: no hit has a vector rank) and an
+    unknown mode is refused: by the facade (400) in process, by the request schema (422)
+    over HTTP, both as InvalidInputError. Look at SearchRequest and the client's body if
+    the lexical hits carry vector ranks through the client."""
+    out = check(search_lexical)
+    assert out["lexical"] and "Octavio" in out["lexical"][0]["memory"]
+    assert all(h["details"]["vector_rank"] == 0 for h in out["lexical"])
+    assert any(h["details"]["vector_rank"] > 0 for h in out["hybrid"])
+    assert out["fallback"] and all(h["details"]["vector_rank"] > 0 for h in out["fallback"])
+    bad = failure(lambda: api.search_memory("x", user_id="u-mode", mode="fuzzy"))  # type: ignore[arg-type]
+    assert bad["error"] == "InvalidInputError" and "mode" in bad["message"]
+    assert bad["code"] == (400 if isinstance(api, MemOS) else 422)
+
+
 def list_in_pages(api: Api, user: str) -> dict[str, Any]:
     api.add_message(
         turns(*(f"note number {n} about gardening" for n in range(7))), user_id=user, async_mode=False

@@ -63,6 +63,9 @@ async def _session_run(data_dir: Path, errlog: Path) -> None:
             add_args = tools["add_message"].input_schema["properties"]
             assert {"content", "messages", "user_id", "conversation_id", "tags", "info"} <= set(add_args)
             assert tools["search_memory"].annotations and tools["search_memory"].annotations.read_only_hint
+            search_mode = tools["search_memory"].input_schema["properties"]["mode"]
+            assert search_mode["enum"] == ["hybrid", "lexical"] and search_mode["default"] == "hybrid"
+            assert "keywords only" in search_mode["description"]
 
             # add: one message (the --user default), then a conversation turn for another user
             added = _data(
@@ -98,6 +101,16 @@ async def _session_run(data_dir: Path, errlog: Path) -> None:
             assert all(h["cube_id"] == "user:alice" for h in hits)
             bob_hits = _data(await session.call_tool("search_memory", {"query": "cat", "user_id": "bob"}))
             assert any("Miso" in h["memory"] for h in bob_hits["memory_detail_list"])
+            # mode="lexical": BM25 alone, so no hit has a vector rank
+            lexical = _data(
+                await session.call_tool(
+                    "search_memory", {"query": "Miso", "user_id": "bob", "mode": "lexical"}
+                )
+            )["memory_detail_list"]
+            assert lexical and "Miso" in lexical[0]["memory"]
+            assert all(h["score_details"]["vector_rank"] == 0 for h in lexical)
+            fuzzy = await session.call_tool("search_memory", {"query": "Miso", "mode": "fuzzy"})
+            assert fuzzy.is_error and "mode" in _text(fuzzy)
 
             # get, update (a new version, the old one in history), list, task status
             got = _data(await session.call_tool("get_memory", {"memory_id": memory_id}))
