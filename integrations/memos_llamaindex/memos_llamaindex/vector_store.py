@@ -29,7 +29,14 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from memos_core import InvalidInputError, MemOS, NotSupportedError, PayloadTooLargeError, SourceRef
+from memos_core import (
+    InvalidInputError,
+    MemOS,
+    NotSupportedError,
+    PayloadTooLargeError,
+    SearchMode,
+    SourceRef,
+)
 
 from .filters import to_memos_filter
 
@@ -61,8 +68,9 @@ class MemosVectorStore(BasePydanticVectorStore):
         memory_type: the ``memory_type`` of the stored memories.
         hard_delete: erase rows on delete instead of MemOS's soft delete.
 
-    Metadata filters are compiled with :func:`~memos_llamaindex.to_memos_filter`; query modes
-    other than default/hybrid/text search raise ``NotSupportedError``.
+    Metadata filters are compiled with :func:`~memos_llamaindex.to_memos_filter`. Query modes:
+    default/hybrid/semantic hybrid run MemOS hybrid search, text search its BM25 leg alone
+    (``mode="lexical"``); the others raise ``NotSupportedError``.
 
     Example:
         >>> store = MemosVectorStore(memos=mem, user_id="u1")
@@ -223,11 +231,13 @@ class MemosVectorStore(BasePydanticVectorStore):
         return out
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """MemOS hybrid search for ``query.query_str`` within this collection and the filters."""
+        """MemOS search for ``query.query_str`` within this collection and the filters: hybrid,
+        or BM25 alone (``mode="lexical"``) for ``VectorStoreQueryMode.TEXT_SEARCH``."""
         text = self._check_query(query)
         where = self._where(node_ids=query.node_ids, filters=query.filters, doc_ids=query.doc_ids)
+        mode: SearchMode = "lexical" if query.mode == VectorStoreQueryMode.TEXT_SEARCH else "hybrid"
         hits = self.memos.search_memory(
-            text, user_id=self.user_id, filter=where, top_k=query.similarity_top_k
+            text, user_id=self.user_id, filter=where, top_k=query.similarity_top_k, mode=mode
         ).data.memory_detail_list
         nodes = [metadata_dict_to_node(h.info, text=h.memory) for h in hits]
         return VectorStoreQueryResult(

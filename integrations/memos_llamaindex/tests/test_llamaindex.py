@@ -310,6 +310,9 @@ def test_vector_store_collections_other_calls_and_async(mem: MemOS) -> None:
     q = VectorStoreQuery(query_str="cat", similarity_top_k=5)
     assert asyncio.run(a.aquery(q)).ids == a.query(q).ids
     assert b.query(q).ids == ["n1"]
+    # TEXT_SEARCH is MemOS's lexical mode: only the node that says "cat", no vector neighbours
+    text_q = VectorStoreQuery(query_str="cat", similarity_top_k=5, mode=VectorStoreQueryMode.TEXT_SEARCH)
+    assert a.query(text_q).ids == ["n1"] and len(a.query(q).ids) == 3
     rome = MetadataFilters(filters=[MetadataFilter(key="city", value="Rome")])
     assert [n.node_id for n in asyncio.run(a.aget_nodes(filters=rome))] == ["n2"]
     asyncio.run(a.adelete_nodes(filters=rome))
