@@ -59,6 +59,7 @@ from ..ports import (
 from ..schema import MemoryItem, Task, TaskStatus, format_time, parse_time, utcnow
 from ..text import tokenize
 from ._ann import AnnConfig, AnnIndex, ann_file
+from ._item_cache import ItemCache
 from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, MIGRATIONS, SCHEMA_VERSION, item_to_row, row_to_item
 from ._vectors import CubeVectors
 
@@ -259,6 +260,8 @@ class SqliteStore(MemoryStore):
             ``NORMAL`` survives a crashed process only.
         ann: when and how cubes get an HNSW vector index (:class:`AnnConfig`; the default
             indexes cubes of 20,000 vectors or more, saved in ``<path>.ann/``).
+        item_cache: how many decoded items to keep between reads (0: none); each is checked
+            against its row's revision on every read, so another process's writes are seen.
     """
 
     supports_tasks = True
@@ -274,8 +277,10 @@ class SqliteStore(MemoryStore):
         busy_timeout: float = 30.0,
         synchronous: str = "FULL",
         ann: AnnConfig | None = None,
+        item_cache: int = 20_000,
     ) -> None:
         self.path = Path(path)
+        self._items = ItemCache(item_cache)
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._local = threading.local()
@@ -297,8 +302,13 @@ class SqliteStore(MemoryStore):
 
     # ------------------------------------------------------------------ connections
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self, *, relaxed: bool = False) -> sqlite3.Connection:
+        """This thread's connection. ``relaxed``: a second one whose commits are not synced to
+        disk (``synchronous=NORMAL``; in WAL mode still atomic and consistent, and synced by the
+        next full commit or checkpoint), for access statistics only: a search then does not
+        wait for an fsync, and a power cut may forget its last reads, never a memory."""
+        attr = "relaxed_conn" if relaxed else "conn"
+        conn: sqlite3.Connection | None = getattr(self._local, attr, None)
         if conn is None:
             try:
                 conn = sqlite3.connect(
@@ -306,12 +316,15 @@ class SqliteStore(MemoryStore):
                 )
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                synchronous = self._synchronous
+                if relaxed and synchronous.upper() in ("FULL", "EXTRA", "2", "3"):
+                    synchronous = "NORMAL"
+                conn.execute(f"PRAGMA synchronous={synchronous}")
                 conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA secure_delete=ON")  # erased text does not linger in free pages
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
-            self._local.conn = conn
+            setattr(self._local, attr, conn)
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -324,12 +337,16 @@ class SqliteStore(MemoryStore):
             reraise=True,
         )
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        """Run ``fn`` in one transaction; retry while the database is locked."""
-        conn = self._conn()
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool, relaxed: bool = False) -> T:
+        """Run ``fn`` in one transaction; retry while the database is locked. ``relaxed``: on
+        the connection that does not sync its commits (see :meth:`_conn`)."""
+        conn = self._conn(relaxed=relaxed)
         try:
             for attempt in self._retrying():
                 with attempt:
+                    # A row read inside a write may be this transaction's own, not yet
+                    # committed version: the item cache takes rows from reads only.
+                    self._local.writing = write
                     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     try:
                         result = fn(conn)
@@ -395,6 +412,7 @@ class SqliteStore(MemoryStore):
                 conn.close()
             self._conns.clear()
         self._local = threading.local()
+        self._items.clear()
         self._closing.clear()
 
     # ------------------------------------------------------------------ batch
@@ -419,7 +437,9 @@ class SqliteStore(MemoryStore):
                 self._prune_changes(conn)
             return results
 
-        results = self._run(apply, write=write)
+        # Access statistics alone (every search sends them) need not wait for the disk.
+        relaxed = bool(ops) and all(isinstance(op, TouchItems) for op in ops)
+        results = self._run(apply, write=write, relaxed=relaxed)
         if write:
             # The write is committed: refreshing this process's vector view must not turn it
             # into a reported failure. On trouble, drop the view; the next search reloads it.
@@ -547,9 +567,28 @@ class SqliteStore(MemoryStore):
 
     def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
         found: dict[str, MemoryItem] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            for row in conn.execute(f"SELECT {_ITEM_SELECT} FROM items WHERE id IN ({_in(chunk)})", chunk):
-                found[row["id"]] = row_to_item(row)
+        unique = list(dict.fromkeys(ids))
+        missing = unique
+        if self._items.size:  # rows whose version was decoded before are taken as they were
+            missing = []
+            for chunk in _chunks(unique, 500):
+                for item_id, seq, revision, count, accessed in conn.execute(
+                    "SELECT id, seq, revision, access_count, last_accessed_at FROM items "
+                    f"WHERE id IN ({_in(chunk)})",
+                    chunk,
+                ):
+                    if (item := self._items.get(item_id, seq, revision, count, accessed)) is not None:
+                        found[item_id] = item
+                    else:
+                        missing.append(item_id)
+        for chunk in _chunks(missing, 500):
+            for row in conn.execute(
+                f"SELECT seq, {_ITEM_SELECT} FROM items WHERE id IN ({_in(chunk)})", chunk
+            ):
+                item = found[row["id"]] = row_to_item(row)
+                if not self._local.writing:
+                    stats = row["access_count"], row["last_accessed_at"]
+                    self._items.put(item.id, row["seq"], row["revision"], *stats, item)
         return [found.get(i) for i in ids]
 
     def _scope_sql(
@@ -609,6 +648,12 @@ class SqliteStore(MemoryStore):
         terms = _query_terms(op.query)
         if not terms:
             return []
+        first, last = conn.execute(  # two lookups at the ends (MIN and MAX together would scan)
+            "SELECT (SELECT rowid FROM items_fts ORDER BY rowid LIMIT 1), "
+            "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
+        ).fetchone()
+        if first is None or last - first + 1 <= TEXT_BUDGET:
+            return self._text_exact(conn, op, terms)  # a small table: no word can match many rows
         counted = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms)
