@@ -283,6 +283,7 @@ class MemoryForms:
         datetime, default the clock)."""
         now = self._now(now)
         p = self.policy
+        self.memos.flush_reads()  # the policy reads access counts: recent searches' too
         where = parse_filter(
             {
                 "and": [

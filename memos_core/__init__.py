@@ -40,7 +40,7 @@ from .llms import LLM, OpenAIChatLLM, TransformersLLM, structured
 from .memos import MemOS, kb_cube_id, user_cube_id
 from .ports import Embedder, MemoryStore, ScoredId, TaskQueue
 from .reader import Limits, WindowConfig
-from .retrieval import RetrievalConfig
+from .retrieval import SEARCH_MODES, RetrievalConfig, SearchMode
 from .scheduler import MemScheduler
 from .schema import (
     AddData,
@@ -65,6 +65,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMS",
     "LLM",
+    "SEARCH_MODES",
     "AddData",
     "CachingEmbedder",
     "ConflictError",
@@ -104,6 +105,7 @@ __all__ = [
     "RuntimeFailure",
     "ScoredId",
     "SearchData",
+    "SearchMode",
     "SentenceTransformerEmbedder",
     "SourceRef",
     "SqliteStore",

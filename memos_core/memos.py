@@ -25,6 +25,7 @@ from typing import Any, Literal
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from . import filters as F
+from .access import ReadLog
 from .cube import CUBES, DOCS, GRANTS, GRANTS_BY_USER, IDEMPOTENCY, WORKING, MemCube, forms_summary
 from .cube import SEP as _SEP
 from .embedders import CachingEmbedder, SentenceTransformerEmbedder
@@ -54,7 +55,6 @@ from .ports import (
     PutItems,
     PutRecords,
     TaskQueue,
-    TouchItems,
 )
 from .reader import (
     Limits,
@@ -70,7 +70,7 @@ from .reader import (
     rule_facts,
     validate_messages,
 )
-from .retrieval import RetrievalConfig, hybrid_search
+from .retrieval import SEARCH_MODES, RetrievalConfig, SearchMode, hybrid_search
 from .scheduler import MemScheduler
 from .schema import (
     AddData,
@@ -95,6 +95,15 @@ log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 FINE_ADD = "fine_add"
+
+
+def _mentions(value: Any, name: str) -> bool:
+    """Whether a filter (a mapping, possibly nested in lists) names the field ``name``."""
+    if isinstance(value, Mapping):
+        return any(k == name or _mentions(v, name) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v, name) for v in value)
+    return False
 
 
 def _check_id(name: str, value: Any, *, required: bool = True) -> str | None:
@@ -160,6 +169,9 @@ class MemOS:
         allow_private_image_hosts: image URLs may point at loopback or private-network hosts
             (off for a server: a caller must not make it probe its own network).
         working_size: how many memories a conversation's working set holds.
+        read_delay: seconds a search's access statistics may wait before they are written,
+            batched with other searches' (see :mod:`memos_core.access`; 0: in the search's own
+            write). Calls that show items or filter on ``access_count`` write them first.
     """
 
     def __init__(
@@ -179,6 +191,7 @@ class MemOS:
         allow_local_images: bool = True,
         allow_private_image_hosts: bool = True,
         working_size: int = 16,
+        read_delay: float = 0.5,
     ) -> None:
         if scheduler not in ("thread", "inline", "off"):
             raise InvalidInputError(f"scheduler must be 'thread', 'inline' or 'off', not {scheduler!r}")
@@ -216,6 +229,7 @@ class MemOS:
         self.scheduler = MemScheduler(
             store, {FINE_ADD: self._fine_add}, lease_seconds=lease_seconds, queue=queue
         )
+        self._reads = ReadLog(store, delay=read_delay)
         self._idem_locks = [threading.Lock() for _ in range(64)]
         self._mode = scheduler
         if scheduler == "thread":
@@ -223,10 +237,18 @@ class MemOS:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def flush_reads(self) -> None:
+        """Write the access statistics of recent searches now (they are otherwise written
+        within ``read_delay`` seconds, and before any call that shows items)."""
+        self._reads.flush()
+
     def close(self) -> None:
-        """Stop the scheduler thread and close the store."""
+        """Stop the scheduler thread, write pending access statistics, close the store."""
         self.scheduler.stop()
-        self.store.close()
+        try:
+            self._reads.close()
+        finally:
+            self.store.close()
         if self._task_store is not None:
             self._task_store.close()
 
@@ -705,9 +727,14 @@ class MemOS:
         knowledgebase_ids: Sequence[str] | None = None,
         cube_ids: Sequence[str] | None = None,
         top_k: int = 10,
+        mode: SearchMode = "hybrid",
     ) -> Envelope[SearchData]:
         """Hybrid search over the user's memories (activated ones unless ``filter`` says
         otherwise about ``status``), narrowed to a conversation or agent when given.
+
+        ``mode="lexical"`` searches with BM25 alone (no query embedding: a few milliseconds,
+        somewhat lower recall; a query that shares no word with any memory falls back to the
+        vector leg); ``"hybrid"`` (the default) fuses both legs.
 
         ``knowledgebase_ids`` and ``cube_ids`` (cubes other users shared) are searched too,
         each checked against the user's grants (PermissionDeniedError otherwise), and merged
@@ -725,6 +752,8 @@ class MemOS:
             raise InvalidInputError("top_k must be a positive integer")
         if top_k > self.limits.max_top_k:
             raise PayloadTooLargeError(f"top_k={top_k} exceeds the limit of {self.limits.max_top_k}")
+        if mode not in SEARCH_MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
         others: dict[str, str] = {}
         for kb in self._id_list("knowledgebase_ids", knowledgebase_ids):
             cube = kb_cube_id(kb)
@@ -737,6 +766,8 @@ class MemOS:
             if cube != own:
                 self._require(user_id, cube, "read")
                 others.setdefault(cube, "knowledgebase" if cube.startswith("kb:") else "shared")
+        if _mentions(filter, "access_count"):
+            self._reads.flush()
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
         cubes = [own]
         if others:
@@ -756,6 +787,7 @@ class MemOS:
             top_k=top_k,
             config=self.retrieval,
             boosts=self._working_boosts(own, conversation_id),
+            mode=mode,
         )
         hits = [
             h.model_copy(update={"origin": others[h.cube_id]}) if h.cube_id in others else h for h in hits
@@ -763,12 +795,9 @@ class MemOS:
         if hits:
             # Reads count toward the reader's own memories only: another user's search must
             # not reorder the owner's usage ranking.
-            read = [h.id for h in hits if h.cube_id == own]
-            ops: list[Op] = [TouchItems(read, utcnow())] if read else []
+            self._reads.add([h.id for h in hits if h.cube_id == own], utcnow())
             if conversation_id is not None:
-                ops.append(self._working_update(own, conversation_id, used=[h.id for h in hits[:5]]))
-            if ops:
-                self.store.batch(ops)
+                self.store.batch([self._working_update(own, conversation_id, used=[h.id for h in hits[:5]])])
         return Envelope(data=SearchData(memory_detail_list=hits))
 
     @staticmethod
@@ -1096,6 +1125,7 @@ class MemOS:
         consults first and what activation memory turns into KV caches."""
         _check_id("user_id", user_id)
         _check_id("conversation_id", conversation_id)
+        self._reads.flush()
         ids = self._working_ids(user_cube_id(user_id), conversation_id)
         items = [i for i in self.store.get(ids) if i is not None and i.status == MemoryStatus.ACTIVATED.value]
         # Hits from shared cubes and knowledge bases enter the set too; show them only while
@@ -1135,6 +1165,7 @@ class MemOS:
         With ``user_id`` (the server always passes it) the memory's cube must be readable by
         that user, else PermissionDeniedError; without it the caller is trusted (embedded use).
         """
+        self._reads.flush()  # the item shows its access statistics
         return Envelope(data=self._get(memory_id, user_id, "read"))
 
     def _get(
@@ -1165,6 +1196,7 @@ class MemOS:
             isinstance(offset, int) and offset >= 0
         ):
             raise InvalidInputError("limit must be 1..1000 and offset >= 0")
+        self._reads.flush()
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
         items, total = self.store.list_items([user_cube_id(user_id)], where, limit=limit, offset=offset)
         nxt = offset + len(items) if offset + len(items) < total else None
@@ -1457,6 +1489,7 @@ class MemOS:
     def stats(self) -> dict[str, Any]:
         """Items per cube and status, tasks per status, store size, and what lives in which
         form (:meth:`forms`)."""
+        self._reads.flush()
         stats = getattr(self.store, "stats", None)
         out: dict[str, Any] = stats() if stats is not None else {}
         out["embedding_model"] = self.embedder.model_id

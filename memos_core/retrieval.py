@@ -5,6 +5,7 @@ de-duplicated (MMR). Every hit explains its score in ``score_details``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,14 @@ from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
 from .schema import MemoryHit, MemoryItem, utcnow
 from .text import STOPWORDS, content_of, lexical_overlap, tokenize
 
-__all__ = ["RetrievalConfig", "hybrid_search"]
+__all__ = ["SEARCH_MODES", "RetrievalConfig", "SearchMode", "hybrid_search"]
+
+#: ``"hybrid"``: both legs, fused (the default: the best recall). ``"lexical"``: the BM25 leg
+#: alone, with the same nudges and de-duplication, and no query embedding, so a search costs
+#: a few milliseconds instead of the embedder's ~10 (docs/BENCHMARKS.md); a query that shares
+#: no word with any memory falls back to the vector leg.
+SearchMode = Literal["hybrid", "lexical"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "lexical")
 
 
 @dataclass(frozen=True)
@@ -142,13 +150,20 @@ def _only_asks(item: MemoryItem) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _name_parts(name: str) -> tuple[str, ...]:
+    """A speaker's name as words, titles skipped unless nothing else is left."""
+    words = tokenize(name)
+    return tuple(t for t in words if t not in _TITLES) or tuple(words)
+
+
 def _said_by(item: MemoryItem, names: frozenset[str]) -> bool:
     """Whether a chat source of ``item`` was said by someone ``names`` names: the speaker's
     whole name, or their first name (titles skipped). Roles ("user", "assistant") are not
     names: "where does the user live?" must not prefer raw turns over the facts read from them."""
     for source in item.sources:
         if source.type == "chat" and source.name:
-            name = [t for t in tokenize(source.name) if t not in _TITLES] or tokenize(source.name)
+            name = _name_parts(source.name)
             if name and (name[0] in names or all(part in names for part in name)):
                 return True
     return False
@@ -165,19 +180,34 @@ def hybrid_search(
     config: RetrievalConfig | None = None,
     now: datetime | None = None,
     boosts: Mapping[str, float] | None = None,
+    mode: SearchMode = "hybrid",
 ) -> list[MemoryHit]:
     """Search ``cube_ids`` for ``query`` (already validated) and return explained hits.
-    ``boosts``: extra score per id (the working set), shown as ``score_details["working"]``."""
+    ``boosts``: extra score per id (the working set), shown as ``score_details["working"]``.
+    ``mode``: see :data:`SearchMode`."""
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
     cfg = config or RetrievalConfig()
     now = now or utcnow()
     n = max(cfg.candidates, top_k)
-    qvec = embedder.embed([query])[0]
-    text_hits, vec_hits = store.batch(
-        [TextSearch(cube_ids, query, where, n), VectorSearch(cube_ids, qvec, where, n, embedder.model_id)]
-    )
+    qvec: np.ndarray | None = None
+    vec_hits: list[ScoredId] = []
+    text_hits: list[ScoredId] = []
+    lexical = mode == "lexical" and cfg.bm25_weight > 0
+    if lexical:
+        text_hits = store.batch([TextSearch(cube_ids, query, where, n)])[0]
+    if not lexical or not text_hits:  # a lexical query no memory shares a word with: vectors
+        qvec = embedder.embed([query])[0]
+        search = VectorSearch(cube_ids, qvec, where, n, embedder.model_id)
+        if lexical:
+            vec_hits = store.batch([search])[0]
+        else:
+            text_hits, vec_hits = store.batch([TextSearch(cube_ids, query, where, n), search])
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
     b_std, v_std = _Standard.of(text_hits), _Standard.of(vec_hits)
-    weights = cfg.bm25_weight + cfg.vector_weight
+    # Lexical: the vector leg takes no part (its weight counts for nothing either way).
+    vector_weight = cfg.vector_weight if qvec is not None else 0.0
+    weights = cfg.bm25_weight + vector_weight
     best_rrf = weights / (cfg.rrf_k + 1)
 
     def fused_of(item_id: str, v_exact: float | None = None) -> float:
@@ -186,12 +216,12 @@ def hybrid_search(
         if cfg.fusion == "rrf":
             return (
                 (cfg.bm25_weight / (cfg.rrf_k + b_rank) if b_rank else 0.0)
-                + (cfg.vector_weight / (cfg.rrf_k + v_rank) if v_rank else 0.0)
+                + (vector_weight / (cfg.rrf_k + v_rank) if v_rank else 0.0)
             ) / best_rrf
         b = b_std.z(b_score if b_rank else None)
         v = v_std.z(v_score if v_rank else v_exact)
         # The logistic keeps scores in (0, 1) like RRF's, so the nudges below keep their scale.
-        x = (cfg.bm25_weight * b + cfg.vector_weight * v) / weights
+        x = (cfg.bm25_weight * b + vector_weight * v) / weights
         return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
     # Fuse first, then load only the head: recency and usage are small nudges that reorder
@@ -213,9 +243,10 @@ def hybrid_search(
             continue
         b_rank, b_score = bm25.get(item_id, (0, 0.0))
         v_rank, v_score = vec.get(item_id, (0, 0.0))
-        if v_rank == 0 and item_id in vectors:
+        exact = qvec is not None and v_rank == 0 and item_id in vectors
+        if exact:
             v_score = float(vectors[item_id] @ qvec)
-        relevance = fused_of(item_id, v_score if v_rank == 0 and item_id in vectors else None)
+        relevance = fused_of(item_id, v_score if exact else None)
         when = item.event_time or item.created_at
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
@@ -261,31 +292,47 @@ def _diversify(
 ) -> list[MemoryHit]:
     """Maximal marginal relevance over the fused list, dropping near-duplicates: a hit whose
     cosine to a better one reaches ``dedup_threshold`` *and* that says the same words."""
-    chosen: list[tuple[float, MemoryItem, dict[str, float]]] = []
-    pool = list(scored)
+    # Cosines with the hits chosen so far, one small product per pick: numpy's einsum (its own
+    # single-threaded loop), since BLAS spreads even a product this size over threads, which
+    # costs milliseconds whenever the other cores are busy.
+    has_vector = [item.id in vectors for _, item, _ in scored]
+    dim = next((v.shape[0] for v in vectors.values()), 0)
+    chosen_mat = np.zeros((min(top_k, len(scored)), dim), dtype=np.float32)
+    chosen_rows: list[int] = []  # which chosen hits have a row in chosen_mat, in order
+    chosen: list[int] = []
+    at_pick: list[float] = []  # each chosen hit's redundancy with the hits chosen before it
+    pool = list(range(len(scored)))
 
-    def redundancy(item: MemoryItem) -> tuple[float, MemoryItem | None]:
-        v = vectors.get(item.id)
-        best: tuple[float, MemoryItem | None] = (0.0, None)
-        for _, other, _ in chosen:
-            w = vectors.get(other.id)
-            if v is not None and w is not None and (sim := float(v @ w)) > best[0]:
-                best = (sim, other)
-        return best
+    def redundancy(i: int) -> tuple[float, int | None]:
+        if not has_vector[i] or not chosen_rows:
+            return (0.0, None)
+        row = np.einsum("ij,j->i", chosen_mat[: len(chosen_rows)], vectors[scored[i][1].id])
+        j = int(np.argmax(row))
+        return (float(row[j]), chosen_rows[j]) if row[j] > 0.0 else (0.0, None)
 
     while pool and len(chosen) < top_k:
         if cfg.mmr_lambda >= 1.0:
-            pick = 0  # pure relevance: the head of the sorted pool
+            at = 0  # pure relevance: the head of the sorted pool
         else:
-            values = [cfg.mmr_lambda * s - (1 - cfg.mmr_lambda) * redundancy(it)[0] for s, it, _ in pool]
-            pick = int(np.argmax(values))
-        score, item, details = pool.pop(pick)
-        sim, twin = redundancy(item)
+            values = [cfg.mmr_lambda * scored[i][0] - (1 - cfg.mmr_lambda) * redundancy(i)[0] for i in pool]
+            at = int(np.argmax(values))
+        i = pool.pop(at)
+        sim, twin = redundancy(i)
         if (
             twin is not None
             and sim >= cfg.dedup_threshold
-            and lexical_overlap(content_of(twin.memory), content_of(item.memory)) >= cfg.dedup_overlap
+            and lexical_overlap(content_of(scored[twin][1].memory), content_of(scored[i][1].memory))
+            >= cfg.dedup_overlap
         ):
             continue
-        chosen.append((score, item, {**details, "redundancy": round(sim, 6), "final": round(score, 6)}))
-    return [MemoryHit.from_item(item, score, details) for score, item, details in chosen]
+        chosen.append(i)
+        at_pick.append(sim)
+        if has_vector[i]:
+            chosen_mat[len(chosen_rows)] = vectors[scored[i][1].id]
+            chosen_rows.append(i)
+    out = []
+    for i, sim in zip(chosen, at_pick, strict=True):
+        score, item, details = scored[i]
+        explained = {**details, "redundancy": round(sim, 6), "final": round(score, 6)}
+        out.append(MemoryHit.from_item(item, score, explained))
+    return out

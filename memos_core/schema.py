@@ -341,11 +341,13 @@ class MemoryHit(BaseModel):
     def from_item(
         cls, item: MemoryItem, score: float, details: dict[str, float], origin: str = "memory"
     ) -> MemoryHit:
-        return cls(
+        # Built without validation (a search makes dozens): every field comes from a validated
+        # item, and the numbers are made plain floats here.
+        return cls.model_construct(
             id=item.id,
             memory=item.memory,
-            score=score,
-            score_details=details,
+            score=float(score),
+            score_details={k: float(v) for k, v in details.items()},
             memory_type=item.memory_type,
             key=item.key,
             tags=list(item.tags),

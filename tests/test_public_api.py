@@ -16,6 +16,7 @@ EXPECTED = {
     "WindowConfig", "__version__", "default_embedder", "evaluate", "parse_filter", "user_cube_id",
     "MemCube", "CubeNotFoundError", "LLMError", "LLMOutputError", "LLM", "OpenAIChatLLM", "TransformersLLM",
     "structured", "kb_cube_id", "Context", "FORMS", "forms_key", "forms_summary",
+    "SEARCH_MODES", "SearchMode",
 }  # fmt: skip
 
 

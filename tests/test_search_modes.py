@@ -1,0 +1,286 @@
+"""Lexical search (no query embedding), MMR de-duplication, and the access statistics a
+search writes behind itself. The SQLite store is real; the embedder is the hash one where
+only whether it is called matters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memos_core import SEARCH_MODES, InvalidInputError, MemoryItem, MemOS, RetrievalConfig
+from memos_core.access import ReadLog
+from memos_core.ports import Op, TouchItems
+from memos_core.retrieval import _diversify
+from memos_core.schema import MemoryHit
+from memos_core.stores.sqlite import SqliteStore
+from memos_core.testing import HashEmbedder
+from memos_core.text import content_of, lexical_overlap
+
+
+class CountingEmbedder(HashEmbedder):
+    """The hash embedder, counting the texts it is asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += list(texts)
+        return super().embed(texts)
+
+
+FACTS = [
+    "I adopted a greyhound called Biscuit last spring",
+    "My sister lives in Lisbon and teaches chemistry",
+    "I am training for the Berlin marathon in September",
+]
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> tuple[MemOS, CountingEmbedder]:
+    embedder = CountingEmbedder()
+    mem = MemOS(tmp_path / "data", embedder=embedder, scheduler="inline")
+    for i, text in enumerate(FACTS):
+        mem.add_message([{"role": "user", "content": text, "id": f"m{i}"}], user_id="ana")
+    yield mem, embedder
+    mem.close()
+
+
+def test_lexical_search_finds_by_words_without_embedding_the_query(
+    counted: tuple[MemOS, CountingEmbedder],
+) -> None:
+    mem, embedder = counted
+    embedder.texts.clear()
+    hits = mem.search_memory(
+        "where does my sister live", user_id="ana", mode="lexical"
+    ).data.memory_detail_list
+    assert embedder.texts == []  # no query embedding at all
+    assert "Lisbon" in hits[0].memory
+    assert hits[0].score_details["vector"] == 0.0 and hits[0].score_details["vector_rank"] == 0.0
+    assert hits[0].score_details["bm25_rank"] == 1.0
+    # Every hit shares a word with the query: BM25 alone returns nothing else.
+    assert all(h.score_details["bm25_rank"] >= 1 for h in hits)
+
+
+def test_hybrid_is_the_default_and_embeds_the_query(counted: tuple[MemOS, CountingEmbedder]) -> None:
+    mem, embedder = counted
+    embedder.texts.clear()
+    hits = mem.search_memory("where does my sister live", user_id="ana").data.memory_detail_list
+    assert embedder.texts == ["where does my sister live"]
+    assert "Lisbon" in hits[0].memory and hits[0].score_details["vector_rank"] >= 1
+    assert SEARCH_MODES == ("hybrid", "lexical")
+
+
+def test_lexical_query_sharing_no_word_falls_back_to_vectors(counted: tuple[MemOS, CountingEmbedder]) -> None:
+    mem, embedder = counted
+    embedder.texts.clear()
+    hits = mem.search_memory("zzyzx qwrtp", user_id="ana", mode="lexical").data.memory_detail_list
+    assert embedder.texts == ["zzyzx qwrtp"]
+    assert len(hits) == len(FACTS)  # the vector leg ranks every memory
+    assert all(h.score_details["bm25_rank"] == 0 and h.score_details["vector_rank"] >= 1 for h in hits)
+
+
+@pytest.mark.parametrize("mode", ["fast", "", "LEXICAL", None, 1])
+def test_unknown_search_mode_is_refused(counted: tuple[MemOS, CountingEmbedder], mode: Any) -> None:
+    mem, _ = counted
+    with pytest.raises(InvalidInputError, match="mode must be one of hybrid, lexical"):
+        mem.search_memory("sister", user_id="ana", mode=mode)
+
+
+def test_lexical_search_keeps_scope_and_filters(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
+        mem.add_message([{"role": "user", "content": "I keep bees"}], user_id="ana", conversation_id="c1")
+        mem.add_message([{"role": "user", "content": "I keep goats"}], user_id="ana", conversation_id="c2")
+        mem.add_message([{"role": "user", "content": "I keep bees too"}], user_id="bob")
+        got = mem.search_memory("keep", user_id="ana", conversation_id="c2", mode="lexical").data
+        assert [content_of(h.memory) for h in got.memory_detail_list] == ["I keep goats"]
+        assert all(
+            h.cube_id == "user:ana"
+            for h in mem.search_memory("bees", user_id="ana", mode="lexical").data.memory_detail_list
+        )
+        tagged = mem.search_memory("keep", user_id="ana", mode="lexical", filter={"conversation_id": "c1"})
+        assert [h.conversation_id for h in tagged.data.memory_detail_list] == ["c1"]
+
+
+# ----------------------------------------------------------------- de-duplication (MMR)
+
+
+def _reference_diversify(
+    scored: list[tuple[float, MemoryItem, dict[str, float]]],
+    vectors: dict[str, np.ndarray],
+    cfg: RetrievalConfig,
+    top_k: int,
+) -> list[MemoryHit]:
+    """The pairwise loop _diversify replaced (one dot product per pair), kept as its oracle."""
+    chosen: list[tuple[float, MemoryItem, dict[str, float]]] = []
+    pool = list(scored)
+
+    def redundancy(item: MemoryItem) -> tuple[float, MemoryItem | None]:
+        v = vectors.get(item.id)
+        best: tuple[float, MemoryItem | None] = (0.0, None)
+        for _, other, _ in chosen:
+            w = vectors.get(other.id)
+            if v is not None and w is not None and (sim := float(v @ w)) > best[0]:
+                best = (sim, other)
+        return best
+
+    while pool and len(chosen) < top_k:
+        if cfg.mmr_lambda >= 1.0:
+            pick = 0
+        else:
+            values = [cfg.mmr_lambda * s - (1 - cfg.mmr_lambda) * redundancy(it)[0] for s, it, _ in pool]
+            pick = int(np.argmax(values))
+        score, item, details = pool.pop(pick)
+        sim, twin = redundancy(item)
+        if (
+            twin is not None
+            and sim >= cfg.dedup_threshold
+            and lexical_overlap(content_of(twin.memory), content_of(item.memory)) >= cfg.dedup_overlap
+        ):
+            continue
+        chosen.append((score, item, {**details, "redundancy": round(sim, 6), "final": round(score, 6)}))
+    return [MemoryHit.from_item(item, score, details) for score, item, details in chosen]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_diversify_matches_the_pairwise_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    words = ["bees", "goats", "honey", "milk", "cheese", "wax", "field", "barn"]
+    base = rng.normal(size=(6, 16)).astype(np.float32)
+    scored = []
+    vectors: dict[str, np.ndarray] = {}
+    for i in range(int(rng.integers(1, 40))):
+        text = " ".join(rng.choice(words, size=4))
+        item = MemoryItem(id=f"m{i}", cube_id="c", memory=text)
+        # Near-copies of a few base vectors, so some pairs cross the de-duplication threshold.
+        v = base[int(rng.integers(0, 6))] + rng.normal(scale=float(rng.choice([0.0, 0.01, 0.5])), size=16)
+        if rng.random() > 0.1:  # a few items have no vector
+            vectors[item.id] = (v / np.linalg.norm(v)).astype(np.float32)
+        scored.append((float(rng.random()), item, {"bm25": 1.0}))
+    scored.sort(key=lambda s: -s[0])
+    for lam in (1.0, 0.7, 0.3):
+        cfg = RetrievalConfig(mmr_lambda=lam, dedup_threshold=0.97, dedup_overlap=0.5)
+        top_k = int(rng.integers(1, 30))
+        got = _diversify(scored, vectors, cfg, top_k)
+        want = _reference_diversify(scored, vectors, cfg, top_k)
+        assert [h.id for h in got] == [h.id for h in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.score_details["redundancy"] == pytest.approx(w.score_details["redundancy"], abs=2e-6)
+
+
+def test_search_drops_a_repeated_memory(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
+        for _ in range(2):
+            mem.add_memory("The team meets every Tuesday at nine", user_id="ana")
+        for mode in SEARCH_MODES:
+            hits = mem.search_memory(
+                "when does the team meet", user_id="ana", mode=mode
+            ).data.memory_detail_list
+            assert len(hits) == 1, mode
+
+
+# ----------------------------------------------------------------- access statistics
+
+
+def _one(mem: MemOS, text: str = "I play the cello") -> str:
+    return mem.add_message([{"role": "user", "content": text}], user_id="ana").data.memory_ids[0]
+
+
+def test_reads_are_exact_within_the_process(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=3600) as mem:
+        mid = _one(mem)
+        for mode in ("hybrid", "lexical", "hybrid"):
+            mem.search_memory("cello", user_id="ana", mode=mode)
+        assert mem.get_memory(mid).data.access_count == 3  # written before the item is shown
+        mem.search_memory("cello", user_id="ana")
+        assert mem.list_memories("ana").data.items[0].access_count == 4
+        mem.search_memory("cello", user_id="ana")
+        hot = mem.search_memory("cello", user_id="ana", filter={"access_count": {"gte": 5}}).data
+        assert [h.id for h in hot.memory_detail_list] == [mid]
+
+
+def test_reads_reach_other_processes_within_the_delay_and_at_close(tmp_path: Path) -> None:
+    mem = MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=0.2)
+    other = SqliteStore.from_path(tmp_path / "d")  # another handle, as another process has
+    try:
+        mid = _one(mem)
+        mem.search_memory("cello", user_id="ana")
+        deadline = datetime.now(timezone.utc).timestamp() + 10
+        while (got := other.get([mid])[0]) is not None and got.access_count < 1:
+            assert datetime.now(timezone.utc).timestamp() < deadline, "not written within 10 s"
+            threading.Event().wait(0.05)
+        while mem._reads._thread is not None:  # with nothing left to write, the writer stops
+            assert datetime.now(timezone.utc).timestamp() < deadline, "the writer thread stayed"
+            threading.Event().wait(0.05)
+        mem.search_memory("cello", user_id="ana")  # and the next read starts it again
+        assert mem._reads._thread is not None
+        mem.close()
+        mem2 = MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=3600)
+        mem2.search_memory("cello", user_id="ana")
+        mem2.close()  # the pending read is written by close
+        got = other.get([mid])[0]
+        assert got is not None and got.access_count == 3 and got.last_accessed_at is not None
+    finally:
+        mem.close()
+        other.close()
+
+
+def test_read_delay_zero_writes_in_the_search(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=0) as mem:
+        mid = _one(mem)
+        mem.search_memory("cello", user_id="ana")
+        assert mem.store.get([mid])[0].access_count == 1  # type: ignore[union-attr]
+        assert mem._reads.pending() == 0
+
+
+class FlakyStore:
+    """A real store whose next ``fail`` batches of touches raise."""
+
+    def __init__(self, inner: SqliteStore, fail: int) -> None:
+        self.inner, self.fail = inner, fail
+
+    def batch(self, ops: Sequence[Op]) -> list[Any]:
+        if self.fail and all(isinstance(op, TouchItems) for op in ops):
+            self.fail -= 1
+            raise OSError("disk went away")
+        return self.inner.batch(ops)
+
+
+def test_reads_that_fail_to_write_are_kept_for_the_next_flush(tmp_path: Path) -> None:
+    store = SqliteStore.from_path(tmp_path / "d")
+    store.setup()
+    item = MemoryItem(cube_id="c", memory="x")
+    store.put([item])
+    log = ReadLog(FlakyStore(store, fail=1), delay=3600)  # type: ignore[arg-type]
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    log.add([item.id, item.id], at)  # one read: duplicates in one search count once
+    log.add([item.id], at.replace(day=2))
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.pending() == 1
+    log.close()
+    got = store.get([item.id])[0]
+    assert got is not None and got.access_count == 2 and got.last_accessed_at == at.replace(day=2)
+    store.close()
+
+
+def test_concurrent_searches_lose_no_read(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=0.01) as mem:
+        mid = _one(mem)
+
+        def search() -> None:
+            for _ in range(25):
+                mem.search_memory("cello", user_id="ana", mode="lexical")
+
+        threads = [threading.Thread(target=search) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert mem.get_memory(mid).data.access_count == 100
