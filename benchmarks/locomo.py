@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -79,43 +80,75 @@ def run_memos(
     depth: int = 50,
     progress: bool = True,
     retrieval: dict[str, Any] | None = None,
+    mode: str = "hybrid",
 ) -> Run:
     """Ingest every conversation through the public API and search every question; rankings
     are keyed by ``(sample_id, question)`` as ``dia_id`` lists, best first."""
+    return run_memos_modes(
+        convs, scorer, embedder=embedder, window=window, depth=depth, progress=progress,
+        retrieval=retrieval, modes=(mode,),
+    )[mode]  # fmt: skip
+
+
+def run_memos_modes(
+    convs: list[dict[str, Any]],
+    scorer: ModuleType,
+    *,
+    embedder: Any = None,
+    window: tuple[int, int, int] = (1, 0, 3),
+    depth: int = 50,
+    progress: bool = True,
+    retrieval: dict[str, Any] | None = None,
+    modes: tuple[str, ...] = ("hybrid",),
+) -> dict[str, Run]:
+    """:func:`run_memos` for several search modes on one ingest: the data folder is copied
+    after the fine stage, and each mode searches its own copy with a fresh MemOS (so no mode
+    sees another's access counts or warm caches)."""
     from tqdm import tqdm
 
     from memos_core import MemOS, RetrievalConfig, WindowConfig
 
-    run = Run()
+    runs = {mode: Run() for mode in modes}
+    ingest_s = fine_s = 0.0
     with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
         kwargs: dict[str, Any] = {"scheduler": "inline", "window": WindowConfig(*window)}
         if retrieval:
             kwargs["retrieval"] = RetrievalConfig(**retrieval)
         if embedder is not None:
             kwargs["embedder"] = embedder
-        with MemOS(Path(tmp) / "data", **kwargs) as mem:
+        ingested = Path(tmp) / "data"
+        with MemOS(ingested, **kwargs) as mem:
             mem.embedder.embed(["warm up"])
-            for conv in tqdm(convs, desc="MemOS", disable=not progress):
+            for conv in tqdm(convs, desc="MemOS ingest", disable=not progress):
                 user = conv["sample_id"]
                 sessions = session_messages(conv)
                 t0 = time.perf_counter()
                 for n in sorted(sessions):
                     mem.add_message(sessions[n], user_id=user, conversation_id=f"{user}/session_{n}")
-                run.ingest_s += time.perf_counter() - t0
+                ingest_s += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 mem.run_pending(timeout=3600)
-                run.fine_s += time.perf_counter() - t0
-                for qa in questions(conv, scorer):
-                    t0 = time.perf_counter()
-                    hits = mem.search_memory(
-                        qa["question"], user_id=user, top_k=depth
-                    ).data.memory_detail_list
-                    run.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                    ranked = [
-                        s.message_id for h in hits for s in h.sources if s.type == "chat" and s.message_id
-                    ]
-                    run.rankings[(user, qa["question"])] = scorer.dedupe(ranked)
-    return run
+                fine_s += time.perf_counter() - t0
+        for mode, run in runs.items():
+            run.ingest_s, run.fine_s = ingest_s, fine_s
+            folder = Path(tmp) / f"search-{mode}"
+            shutil.copytree(ingested, folder)
+            with MemOS(folder, **kwargs) as mem:
+                mem.embedder.embed(["warm up"])
+                for conv in tqdm(convs, desc=f"MemOS search ({mode})", disable=not progress):
+                    user = conv["sample_id"]
+                    for qa in questions(conv, scorer):
+                        t0 = time.perf_counter()
+                        hits = mem.search_memory(
+                            qa["question"], user_id=user, top_k=depth, mode=mode
+                        ).data.memory_detail_list
+                        run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                        ranked = [
+                            s.message_id for h in hits for s in h.sources if s.type == "chat" and s.message_id
+                        ]
+                        run.rankings[(user, qa["question"])] = scorer.dedupe(ranked)
+            shutil.rmtree(folder)
+    return runs
 
 
 #: The README's single-turn baselines on the development split (turn R@10, categories 1-4).
@@ -204,6 +237,10 @@ def main() -> None:
         "--retrieval", action="append", default=[], metavar="KNOB=VALUE",
         help="a RetrievalConfig knob for ablations, e.g. fusion=rrf or bm25_weight=1 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--mode", choices=("hybrid", "lexical"), default="hybrid",
+        help="search_memory's mode: both legs fused (default) or BM25 alone, no query embedding",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -216,7 +253,7 @@ def main() -> None:
     embedder = HashEmbedder() if args.hash_embedder else None
     run = run_memos(
         convs, scorer, embedder=embedder, window=(args.window, args.overlap, args.context), depth=args.depth,
-        progress=not args.no_progress, retrieval=retrieval,
+        progress=not args.no_progress, retrieval=retrieval, mode=args.mode,
     )  # fmt: skip
     rankings, latencies, ingest_s, fine_s = run.rankings, run.latencies_ms, run.ingest_s, run.fine_s
 
@@ -234,6 +271,7 @@ def main() -> None:
         "embedder": "hash (smoke)" if embedder is not None else "all-MiniLM-L6-v2 (packaged)",
         "window": [args.window, args.overlap, args.context],
         "retrieval": retrieval,
+        "mode": args.mode,
         "ingest_seconds": round(ingest_s, 2),
         "ingest_ms_per_turn": round(1000 * ingest_s / max(1, turns), 3),
         "fine_stage_seconds": round(fine_s, 2),

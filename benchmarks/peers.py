@@ -5,6 +5,8 @@
 Runs the development split of ``../shared/bench/locomo`` through
 
 * **memos** — ``locomo.run_memos``, the exact recipe of ``benchmarks/locomo.py``;
+* **memos-lexical** — the same ingest, searched with ``mode="lexical"`` (BM25 alone, no query
+  embedding) on its own copy of the data folder;
 * **langgraph** — LangGraph's ``InMemoryStore`` with a vector ``index`` (384 dims, MemOS's
   default embedder as its ``embed`` function): one namespace per conversation, one item per
   turn keyed by its ``dia_id`` (each session written with one ``store.batch`` of ``PutOp``s),
@@ -54,9 +56,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from locomo import Run, load_scorer, pct, questions, run_memos, session_messages
+from locomo import Run, load_scorer, pct, questions, run_memos_modes, session_messages
 
-SYSTEMS = ("memos", "langgraph", "mem0")
+SYSTEMS = ("memos", "memos-lexical", "langgraph", "mem0")
+#: MemOS's systems and the search mode of each (one ingest serves them all).
+MEMOS_MODES = {"memos": "hybrid", "memos-lexical": "lexical"}
 METRICS = ("turn_R@1", "turn_R@5", "turn_R@10", "turn_NDCG@10", "session_R@10")
 PACKAGES = (
     "memos-suite", "langgraph", "mem0ai", "qdrant-client", "sentence-transformers", "torch", "onnxruntime",
@@ -283,12 +287,14 @@ def run_system(
     depth: int,
     progress: bool,
     mem0_embedder: str = "shared",
+    memos_runs: dict[str, Run] | None = None,
 ) -> dict[str, Any]:
+    """Run one system. ``memos_runs``: MemOS's runs per mode, made once for every MemOS system."""
     attempts: list[str] = []
     notes: list[str] = []
     extra: dict[str, Any] = {}
     runners: dict[str, Callable[[], Run]] = {
-        "memos": lambda: run_memos(convs, scorer, depth=depth, progress=progress),
+        **{n: (lambda m=m: (memos_runs or {})[m]) for n, m in MEMOS_MODES.items()},
         "langgraph": lambda: run_langgraph(convs, scorer, depth=depth, progress=progress),
     }
     load_before = os.getloadavg()[0]
@@ -309,7 +315,7 @@ def run_system(
             "notes": notes,
             "network_attempts": attempts,
         }
-    if name == "memos":
+    if name in MEMOS_MODES:
         extra["fine_stage_seconds"] = round(run.fine_s, 2)
     # Other work on the machine skews latency: the 1-minute load average before and after.
     extra["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -335,15 +341,19 @@ def memos_source() -> dict[str, Any]:
 
 
 def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
-    base = systems.get("memos", {})
-    for result in systems.values():
-        for q in ("p50", "p95"):
-            key, mine, theirs = f"latency_ratio_{q}", result.get(f"search_ms_{q}"), base.get(f"search_ms_{q}")
-            result[key] = round(mine / theirs, 2) if mine and theirs else None
+    """Each system's latency over MemOS's (``latency_ratio_p50``: hybrid, the default) and over
+    MemOS lexical's (``latency_ratio_lexical_p50``)."""
+    for suffix, base_name in (("", "memos"), ("_lexical", "memos-lexical")):
+        base = systems.get(base_name, {})
+        for result in systems.values():
+            for q in ("p50", "p95"):
+                mine, theirs = result.get(f"search_ms_{q}"), base.get(f"search_ms_{q}")
+                result[f"latency_ratio{suffix}_{q}"] = round(mine / theirs, 2) if mine and theirs else None
 
 
 LABELS = {
     "memos": "MemOS (`locomo.run_memos`)",
+    "memos-lexical": 'MemOS, `mode="lexical"`',
     "langgraph": "LangGraph `InMemoryStore` + index",
     "mem0": "mem0 `Memory`, `infer=False`, embedded Qdrant",
 }
@@ -355,8 +365,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
     lines = [
         "| system | turn R@1 | R@5 | R@10 | NDCG@10 | session R@10 | ingest | search p50 | p95 "
-        "| p50 / MemOS | p95 / MemOS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p50 / MemOS | p95 / MemOS | p50 / MemOS lexical | p95 / MemOS lexical |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     failed = []
     for name, r in summary["systems"].items():
@@ -367,7 +377,8 @@ def markdown(summary: dict[str, Any]) -> str:
         cells = [LABELS.get(name, name)] + [f"{m[k]:.3f}" for k in METRICS]
         cells += [f"{r['ingest_seconds']:.1f} s", num(r["search_ms_p50"], ".1f", " ms"),
                   num(r["search_ms_p95"], ".1f", " ms"), num(r["latency_ratio_p50"], ".2f", "×"),
-                  num(r["latency_ratio_p95"], ".2f", "×")]  # fmt: skip
+                  num(r["latency_ratio_p95"], ".2f", "×"), num(r["latency_ratio_lexical_p50"], ".2f", "×"),
+                  num(r["latency_ratio_lexical_p95"], ".2f", "×")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     ok = [n for n, r in summary["systems"].items() if r["status"] == "ok"]
     if ok:
@@ -420,12 +431,36 @@ def main() -> None:
     convs = subset(convs, scorer, sessions=args.sessions, max_questions=args.questions)
 
     systems: dict[str, dict[str, Any]] = {}
+    memos_runs: dict[str, Run] | None = None
+    memos_failure: dict[str, Any] | None = None
+    memos_attempts: list[str] = []
+    memos_load: list[float] = []
+    modes = tuple(MEMOS_MODES[n] for n in SYSTEMS if n in chosen and n in MEMOS_MODES)
     for name in SYSTEMS:
-        if name in chosen:
-            systems[name] = run_system(
-                name, convs, scorer, depth=args.depth, progress=not args.no_progress,
-                mem0_embedder=args.mem0_embedder,
-            )  # fmt: skip
+        if name not in chosen:
+            continue
+        if name in MEMOS_MODES and memos_runs is None and memos_failure is None:
+            memos_load.append(round(os.getloadavg()[0], 2))
+            try:  # one ingest for every MemOS mode, under the same network guard as the peers
+                with refuse_network(memos_attempts):
+                    memos_runs = run_memos_modes(
+                        convs, scorer, depth=args.depth, progress=not args.no_progress, modes=modes
+                    )
+            except Exception as exc:
+                memos_failure = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
+                                 "traceback": traceback.format_exc(limit=8), "notes": [],
+                                 "network_attempts": memos_attempts}  # fmt: skip
+            memos_load.append(round(os.getloadavg()[0], 2))
+        if name in MEMOS_MODES and memos_failure is not None:
+            systems[name] = memos_failure
+            continue
+        systems[name] = run_system(
+            name, convs, scorer, depth=args.depth, progress=not args.no_progress,
+            mem0_embedder=args.mem0_embedder, memos_runs=memos_runs,
+        )  # fmt: skip
+        if name in MEMOS_MODES:  # ingest and searches ran above: their guard and load
+            systems[name]["network_attempts"] = memos_attempts
+            systems[name]["load_average"] = memos_load
     add_ratios(systems)
 
     from memos_core.embedders import default_embedder

@@ -15,7 +15,8 @@ For each size, in a fresh data folder:
    from the store), for ``--recall-queries`` real query embeddings;
 4. ``--adds`` single-message ``MemOS.add_message`` calls (embedding included) and
    ``--queries`` ``MemOS.search_memory`` calls (query embedding, BM25 + vector legs under
-   the default scope, fusion, re-scoring), each timed; the two store legs timed alone too;
+   the default scope, fusion, re-scoring), each timed, then the same queries with
+   ``mode="lexical"`` (BM25 alone, no query embedding); the two store legs timed alone too;
 5. reopen: a new process's view (a new store on the folder): vectors read, saved index loaded.
 
 Peak RSS (``resource.getrusage``) is recorded after the searches, before the recall check.
@@ -184,6 +185,13 @@ def run_size(
             hits = mem.search_memory(q, user_id=USER, top_k=10)
             search_ms.append((time.perf_counter() - t) * 1000)
             assert hits.data.memory_detail_list, f"search returned nothing for {q!r}"
+        lexical_ms = []  # the same queries with BM25 alone (no query embedding, no vector leg)
+        for q in tqdm(texts, desc="search (lexical)", disable=args.no_progress):
+            t = time.perf_counter()
+            hits = mem.search_memory(q, user_id=USER, top_k=10, mode="lexical")
+            lexical_ms.append((time.perf_counter() - t) * 1000)
+            assert hits.data.memory_detail_list, f"lexical search returned nothing for {q!r}"
+        out["search_lexical_ms"] = ms(lexical_ms)
         # The two store legs alone, as hybrid_search sends them (default scope, 100 each).
         scope = parse_filter({"status": "activated"})
         qvecs = embedder.embed(texts)

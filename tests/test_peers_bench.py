@@ -1,8 +1,8 @@
 """The peers benchmark (benchmarks/peers.py) end to end on a tiny slice of the LoCoMo split.
 
-Runs the script as a subprocess (the way `make bench-smoke` does): MemOS, LangGraph's
-InMemoryStore and mem0 on the first two sessions of one conversation, five questions, and
-checks that every system ran and scored in [0, 1]. Skips where the benchmark data
+Runs the script as a subprocess (the way `make bench-smoke` does): MemOS (both search modes),
+LangGraph's InMemoryStore and mem0 on the first two sessions of one conversation, five
+questions, and checks that every system ran and scored in [0, 1]. Skips where the benchmark data
 (../shared/bench/locomo) is not beside the repository.
 """
 
@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 
-def test_peers_smoke_runs_all_three_systems(tmp_path: Path) -> None:
+def test_peers_smoke_runs_every_system(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--data", str(DATA),
@@ -39,7 +39,7 @@ def test_peers_smoke_runs_all_three_systems(tmp_path: Path) -> None:
 
     assert summary["conversations"] == 1
     assert summary["questions"] == 5
-    assert set(summary["systems"]) == {"memos", "langgraph", "mem0"}
+    assert set(summary["systems"]) == {"memos", "memos-lexical", "langgraph", "mem0"}
     for name, result in summary["systems"].items():
         assert result["status"] == "ok", (name, result.get("error"))
         assert result["questions"] == 5
@@ -48,7 +48,13 @@ def test_peers_smoke_runs_all_three_systems(tmp_path: Path) -> None:
         assert result["ingest_seconds"] >= 0
         assert 0 < result["search_ms_p50"] <= result["search_ms_p95"]
         assert result["latency_ratio_p50"] > 0 and result["latency_ratio_p95"] > 0
+        assert result["latency_ratio_lexical_p50"] > 0 and result["latency_ratio_lexical_p95"] > 0
         assert result["network_attempts"] == []
     assert summary["systems"]["memos"]["latency_ratio_p50"] == 1.0
+    assert summary["systems"]["memos-lexical"]["latency_ratio_lexical_p50"] == 1.0
+    # One ingest serves both MemOS modes; each searched its own copy of it.
+    assert (
+        summary["systems"]["memos-lexical"]["ingest_seconds"] == summary["systems"]["memos"]["ingest_seconds"]
+    )
     assert summary["systems"]["mem0"]["llm_calls"] == 0  # infer=False never reaches the LLM
     assert "| LangGraph" in summary["markdown"] and "| mem0" in summary["markdown"]
