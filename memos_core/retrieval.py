@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -169,6 +172,28 @@ def _said_by(item: MemoryItem, names: frozenset[str]) -> bool:
     return False
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _embed_pool() -> ThreadPoolExecutor:
+    """Threads that embed queries beside the text leg (made on first use, anew after a fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memos-query-embed")
+        return _pool
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has the parent's pool object but none of its threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def hybrid_search(
     store: MemoryStore,
     embedder: Embedder,
@@ -196,13 +221,19 @@ def hybrid_search(
     lexical = mode == "lexical" and cfg.bm25_weight > 0
     if lexical:
         text_hits = store.batch([TextSearch(cube_ids, query, where, n)])[0]
-    if not lexical or not text_hits:  # a lexical query no memory shares a word with: vectors
+    if lexical and not text_hits:  # a lexical query no memory shares a word with: vectors
         qvec = embedder.embed([query])[0]
-        search = VectorSearch(cube_ids, qvec, where, n, embedder.model_id)
-        if lexical:
-            vec_hits = store.batch([search])[0]
-        else:
-            text_hits, vec_hits = store.batch([TextSearch(cube_ids, query, where, n), search])
+        vec_hits = store.batch([VectorSearch(cube_ids, qvec, where, n, embedder.model_id)])[0]
+    elif not lexical:
+        # The query is embedded in another thread while this one runs the text leg: both wait
+        # outside the GIL (ONNX Runtime, SQLite), so on two cores the legs overlap. The two legs
+        # read in two transactions; an item changed in between is re-checked below.
+        embedding = _embed_pool().submit(embedder.embed, [query])
+        try:
+            text_hits = store.batch([TextSearch(cube_ids, query, where, n)])[0]
+        finally:
+            qvec = embedding.result()[0]
+        vec_hits = store.batch([VectorSearch(cube_ids, qvec, where, n, embedder.model_id)])[0]
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
     b_std, v_std = _Standard.of(text_hits), _Standard.of(vec_hits)
     # Lexical: the vector leg takes no part (its weight counts for nothing either way).
