@@ -82,6 +82,9 @@ def test_facade_round_trip(open_mem: Opener, tmp_path: Path) -> None:
     hits = mem.search_memory("where does the user live", user_id="u1").data.memory_detail_list
     assert hits and "Paris" in hits[0].memory
     assert mem.search_memory("cello", user_id="u2").data.memory_detail_list == []
+    lexical = mem.search_memory("cello", user_id="u1", mode="lexical").data.memory_detail_list
+    assert lexical and "cello" in lexical[0].memory and lexical[0].score_details["vector_rank"] == 0
+    assert mem.get_memory(lexical[0].id).data.access_count >= 2  # the reads were written to Weaviate
 
     fact = next(h for h in hits if h.memory_type != "feedback")
     updated = mem.update_memory(fact.id, memory="u1 lives in Lyon", user_id="u1").data
