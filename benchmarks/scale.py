@@ -15,8 +15,9 @@ For each size, in a fresh data folder:
    from the store), for ``--recall-queries`` real query embeddings;
 4. ``--adds`` single-message ``MemOS.add_message`` calls (embedding included) and
    ``--queries`` ``MemOS.search_memory`` calls (query embedding, BM25 + vector legs under
-   the default scope, fusion, re-scoring), each timed, then the same queries with
-   ``mode="lexical"`` (BM25 alone, no query embedding); the two store legs timed alone too;
+   the default scope, fusion, re-scoring), each timed, and each query also with
+   ``mode="lexical"`` (BM25 alone, no query embedding), the two modes' order alternating;
+   the two store legs timed alone too;
 5. reopen: a new process's view (a new store on the folder): vectors read, saved index loaded.
 
 Peak RSS (``resource.getrusage``) is recorded after the searches, before the recall check.
@@ -179,18 +180,16 @@ def run_size(
             for i in tqdm(range(args.adds), desc="add", disable=args.no_progress)
         ]
         texts = [query(rng, size) for _ in range(args.queries)]
-        search_ms = []
-        for q in tqdm(texts, desc="search", disable=args.no_progress):
-            t = time.perf_counter()
-            hits = mem.search_memory(q, user_id=USER, top_k=10)
-            search_ms.append((time.perf_counter() - t) * 1000)
-            assert hits.data.memory_detail_list, f"search returned nothing for {q!r}"
-        lexical_ms = []  # the same queries with BM25 alone (no query embedding, no vector leg)
-        for q in tqdm(texts, desc="search (lexical)", disable=args.no_progress):
-            t = time.perf_counter()
-            hits = mem.search_memory(q, user_id=USER, top_k=10, mode="lexical")
-            lexical_ms.append((time.perf_counter() - t) * 1000)
-            assert hits.data.memory_detail_list, f"lexical search returned nothing for {q!r}"
+        # Each query in both modes (BM25 alone: no query embedding, no vector leg), the order
+        # alternating, so that neither mode always finds the other's reads in the caches.
+        search_ms: list[float] = []
+        lexical_ms: list[float] = []
+        for i, q in enumerate(tqdm(texts, desc="search", disable=args.no_progress)):
+            for mode in ("hybrid", "lexical") if i % 2 == 0 else ("lexical", "hybrid"):
+                t = time.perf_counter()
+                hits = mem.search_memory(q, user_id=USER, top_k=10, mode=mode)
+                (search_ms if mode == "hybrid" else lexical_ms).append((time.perf_counter() - t) * 1000)
+                assert hits.data.memory_detail_list, f"{mode} search returned nothing for {q!r}"
         out["search_lexical_ms"] = ms(lexical_ms)
         # The two store legs alone, as hybrid_search sends them (default scope, 100 each).
         scope = parse_filter({"status": "activated"})

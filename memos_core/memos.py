@@ -97,12 +97,16 @@ _ID_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 FINE_ADD = "fine_add"
 
 
-def _mentions(value: Any, name: str) -> bool:
-    """Whether a filter (a mapping, possibly nested in lists) names the field ``name``."""
+#: The fields a search's reads change: a filter on them waits for pending reads.
+_READ_FIELDS = ("access_count", "last_accessed_at")
+
+
+def _mentions(value: Any, *names: str) -> bool:
+    """Whether a filter (a mapping, possibly nested in lists) names one of the fields ``names``."""
     if isinstance(value, Mapping):
-        return any(k == name or _mentions(v, name) for k, v in value.items())
+        return any(k in names or _mentions(v, *names) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return any(_mentions(v, name) for v in value)
+        return any(_mentions(v, *names) for v in value)
     return False
 
 
@@ -766,7 +770,7 @@ class MemOS:
             if cube != own:
                 self._require(user_id, cube, "read")
                 others.setdefault(cube, "knowledgebase" if cube.startswith("kb:") else "shared")
-        if _mentions(filter, "access_count"):
+        if _mentions(filter, *_READ_FIELDS):
             self._reads.flush()
         where = self._scope(filter, conversation_id=conversation_id, agent_id=agent_id)
         cubes = [own]
@@ -907,6 +911,7 @@ class MemOS:
         _check_id("cube_id", cube_id)
         _check_id("user_id", user_id)
         self._require(user_id, cube_id, "read")
+        self._reads.flush()  # a dump carries the access statistics
         return MemCube(self.store, cube_id, read_only=not self._may(user_id, cube_id, "write"))
 
     # ------------------------------------------------------------------ knowledge bases
@@ -1310,6 +1315,8 @@ class MemOS:
         else:
             uid = str(_check_id("user_id", user_id))
             where = F.parse_filter(filter)
+            if _mentions(filter, *_READ_FIELDS):
+                self._reads.flush()  # "never read" must not select what was just read
             cubes = [user_cube_id(uid)]
             op = DeleteItems(cubes, where=where or F.parse_filter({"id": {"exists": True}}), hard=hard)
         # A deleted turn's words leave the context of the turns around it, in the same write

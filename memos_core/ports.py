@@ -61,9 +61,15 @@ class PutItems:
 
 @dataclass(frozen=True)
 class GetItems:
-    """Fetch items by id; the result lists an item or ``None`` per id, in order."""
+    """Fetch items by id; the result lists an item or ``None`` per id, in order.
+
+    ``cached``: the store may hand out items it keeps between reads (the SQLite store's decoded
+    items), shared with every other cached reader of the same version. For hot internal paths
+    (search) that never let an item out as it is; nobody may mutate such an item, not even its
+    nested ``info`` or lists. Without it every item is the caller's own."""
 
     ids: Sequence[str]
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,8 +222,8 @@ class MemoryStore:
     def put(self, items: Sequence[MemoryItem], embeddings: Sequence[np.ndarray | None] | None = None) -> None:
         self.batch([PutItems(items, embeddings)])
 
-    def get(self, ids: Sequence[str]) -> list[MemoryItem | None]:
-        result: list[MemoryItem | None] = self.batch([GetItems(ids)])[0]
+    def get(self, ids: Sequence[str], *, cached: bool = False) -> list[MemoryItem | None]:
+        result: list[MemoryItem | None] = self.batch([GetItems(ids, cached=cached)])[0]
         return result
 
     def delete(

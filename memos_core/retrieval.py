@@ -181,7 +181,9 @@ def _embed_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memos-query-embed")
+            # As many as concurrent searches can use: one each, like embedding inline.
+            workers = min(32, (os.cpu_count() or 1) + 4)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-query-embed")
         return _pool
 
 
@@ -213,12 +215,14 @@ def hybrid_search(
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
     cfg = config or RetrievalConfig()
+    if mode == "lexical" and cfg.bm25_weight <= 0:
+        raise InvalidInputError("mode='lexical' needs bm25_weight > 0 (it searches with BM25 alone)")
     now = now or utcnow()
     n = max(cfg.candidates, top_k)
     qvec: np.ndarray | None = None
     vec_hits: list[ScoredId] = []
     text_hits: list[ScoredId] = []
-    lexical = mode == "lexical" and cfg.bm25_weight > 0
+    lexical = mode == "lexical"
     if lexical:
         text_hits = store.batch([TextSearch(cube_ids, query, where, n)])[0]
     if lexical and not text_hits:  # a lexical query no memory shares a word with: vectors
@@ -231,8 +235,10 @@ def hybrid_search(
         embedding = _embed_pool().submit(embedder.embed, [query])
         try:
             text_hits = store.batch([TextSearch(cube_ids, query, where, n)])[0]
-        finally:
-            qvec = embedding.result()[0]
+        except BaseException:
+            embedding.cancel()  # the text leg's error is the one to see
+            raise
+        qvec = embedding.result()[0]
         vec_hits = store.batch([VectorSearch(cube_ids, qvec, where, n, embedder.model_id)])[0]
     bm25, vec = _ranks(text_hits), _ranks(vec_hits)
     b_std, v_std = _Standard.of(text_hits), _Standard.of(vec_hits)
@@ -263,7 +269,8 @@ def hybrid_search(
     ids = fused[: top_k + cfg.fused_head]
     if not ids:
         return []
-    items = {i.id: i for i in store.get(ids) if i is not None}
+    # Shared with other searches (never mutated here; hits copy what they hand out).
+    items = {i.id: i for i in store.get(ids, cached=True) if i is not None}
     vectors = store.get_embeddings(ids)
     named = _query_names(query) if cfg.speaker_weight else frozenset()
 

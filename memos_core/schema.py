@@ -6,6 +6,7 @@ models; change one with :meth:`MemoryItem.evolve`, which returns a new value.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -351,7 +352,7 @@ class MemoryHit(BaseModel):
             memory_type=item.memory_type,
             key=item.key,
             tags=list(item.tags),
-            info=dict(item.info),
+            info=copy.deepcopy(item.info),  # the item may be shared (a cached read): never alias it
             sources=list(item.sources),
             created_at=item.created_at,
             event_time=item.event_time,

@@ -27,10 +27,10 @@ def test_reads_come_from_the_cache_until_the_row_changes(two) -> None:  # type: 
     a, _ = two
     item = MemoryItem(cube_id="c", memory="first", tags=["t"])
     a.put([item])
-    first = a.get([item.id])[0]
-    assert first is not None and a.get([item.id])[0] is first  # decoded once
+    first = a.get([item.id], cached=True)[0]
+    assert first is not None and a.get([item.id], cached=True)[0] is first  # decoded once
     a.put([first.evolve(memory="second")])
-    got = a.get([item.id])[0]
+    got = a.get([item.id], cached=True)[0]
     assert got is not None and (got.memory, got.revision) == ("second", 2)
 
 
@@ -38,13 +38,13 @@ def test_another_handles_writes_are_seen(two) -> None:  # type: ignore[no-untype
     a, b = two
     item = MemoryItem(cube_id="c", memory="first")
     a.put([item])
-    assert a.get([item.id])[0].memory == "first"  # type: ignore[union-attr]
+    assert a.get([item.id], cached=True)[0].memory == "first"  # type: ignore[union-attr]
     b.put([item.evolve(memory="from b")])
-    assert a.get([item.id])[0].memory == "from b"  # type: ignore[union-attr]
+    assert a.get([item.id], cached=True)[0].memory == "from b"  # type: ignore[union-attr]
     b.batch([DeleteItems(["c"], ids=[item.id])])
-    assert a.get([item.id])[0].status == "deleted"  # type: ignore[union-attr]
+    assert a.get([item.id], cached=True)[0].status == "deleted"  # type: ignore[union-attr]
     b.batch([TouchItems([item.id], datetime(2026, 1, 2, tzinfo=timezone.utc))])
-    got = a.get([item.id])[0]
+    got = a.get([item.id], cached=True)[0]
     assert got is not None and got.access_count == 1
     assert got.last_accessed_at == datetime(2026, 1, 2, tzinfo=timezone.utc)
 
@@ -53,11 +53,11 @@ def test_an_id_written_again_after_a_hard_delete_is_not_the_old_item(two) -> Non
     a, b = two
     item = MemoryItem(cube_id="c", memory="old text")
     a.put([item])
-    assert a.get([item.id])[0].memory == "old text"  # type: ignore[union-attr]
+    assert a.get([item.id], cached=True)[0].memory == "old text"  # type: ignore[union-attr]
     b.batch([DeleteItems(["c"], ids=[item.id], hard=True)])
-    assert a.get([item.id]) == [None]
+    assert a.get([item.id], cached=True) == [None]
     b.put([MemoryItem(id=item.id, cube_id="c", memory="new text")])  # revision 1 again, new row
-    got = a.get([item.id])[0]
+    got = a.get([item.id], cached=True)[0]
     assert got is not None and (got.memory, got.revision) == ("new text", 1)
 
 
@@ -74,7 +74,7 @@ def test_a_rolled_back_write_never_reaches_the_cache(two) -> None:  # type: igno
             ]
         )
     a.put([item.evolve(memory="committed")])  # the revision 2 that exists
-    got = a.get([item.id])[0]
+    got = a.get([item.id], cached=True)[0]
     assert got is not None and (got.memory, got.revision) == ("committed", 2)
 
 
@@ -83,11 +83,26 @@ def test_the_cache_is_bounded_and_can_be_off(tmp_path: Path) -> None:
     store.setup()
     items = [MemoryItem(cube_id="c", memory=f"m{i}") for i in range(10)]
     store.put(items)
-    assert [i.memory for i in store.get([i.id for i in items])] == [f"m{i}" for i in range(10)]  # type: ignore[union-attr]
+    got = store.get([i.id for i in items], cached=True)
+    assert [i.memory for i in got] == [f"m{i}" for i in range(10)]  # type: ignore[union-attr]
     assert len(store._items._entries) == 3
     store.close()
     off = SqliteStore(tmp_path / "m.db", item_cache=0)
-    assert off.get([items[0].id])[0] is not off.get([items[0].id])[0]
+    assert off.get([items[0].id], cached=True)[0] is not off.get([items[0].id], cached=True)[0]
     off.close()
     with pytest.raises(ValueError):
         SqliteStore(tmp_path / "m.db", item_cache=-1)
+
+
+def test_only_cached_reads_share_items(two) -> None:  # type: ignore[no-untyped-def]
+    """A plain get is the caller's own to mutate: it neither comes from nor goes into the cache."""
+    a, _ = two
+    item = MemoryItem(cube_id="c", memory="m", info={"nested": {"k": 1}}, tags=["t"])
+    a.put([item])
+    mine = a.get([item.id])[0]
+    assert mine is not None and mine is not a.get([item.id])[0]
+    mine.info["nested"]["k"] = 999  # a caller mutating what it was given (items are frozen, dicts are not)
+    mine.tags.append("x")
+    shared = a.get([item.id], cached=True)[0]
+    assert shared is not None and shared.info == {"nested": {"k": 1}} and shared.tags == ["t"]
+    assert a.get([item.id])[0] is not shared

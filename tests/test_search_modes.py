@@ -215,17 +215,17 @@ def test_reads_reach_other_processes_within_the_delay_and_at_close(tmp_path: Pat
         while (got := other.get([mid])[0]) is not None and got.access_count < 1:
             assert datetime.now(timezone.utc).timestamp() < deadline, "not written within 10 s"
             threading.Event().wait(0.05)
-        while mem._reads._thread is not None:  # with nothing left to write, the writer stops
-            assert datetime.now(timezone.utc).timestamp() < deadline, "the writer thread stayed"
-            threading.Event().wait(0.05)
-        mem.search_memory("cello", user_id="ana")  # and the next read starts it again
-        assert mem._reads._thread is not None
+        writer, conns = mem._reads._thread, len(mem.store._conns)  # type: ignore[attr-defined]
+        for _ in range(4):  # reads spaced past the delay: the one writer sleeps between them
+            threading.Event().wait(0.3)
+            mem.search_memory("cello", user_id="ana")
+        assert mem._reads._thread is writer and len(mem.store._conns) == conns  # type: ignore[attr-defined]
         mem.close()
         mem2 = MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=3600)
         mem2.search_memory("cello", user_id="ana")
         mem2.close()  # the pending read is written by close
         got = other.get([mid])[0]
-        assert got is not None and got.access_count == 3 and got.last_accessed_at is not None
+        assert got is not None and got.access_count == 6 and got.last_accessed_at is not None
     finally:
         mem.close()
         other.close()
@@ -284,3 +284,38 @@ def test_concurrent_searches_lose_no_read(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert mem.get_memory(mid).data.access_count == 100
+
+
+def test_filters_and_deletes_on_read_statistics_see_pending_reads(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=3600) as mem:
+        read = _one(mem, "I play the cello")
+        unread = _one(mem, "My bike is blue")
+        mem.search_memory("cello", user_id="ana", mode="lexical")
+        recent = mem.search_memory("cello bike", user_id="ana", filter={"last_accessed_at": {"exists": True}})
+        assert [h.id for h in recent.data.memory_detail_list] == [read]
+        assert mem.delete_memory(user_id="ana", filter={"access_count": 0}).data["deleted"] == 1
+        assert mem.get_memory(read).data.status == "activated"
+        assert mem.get_memory(unread).data.status == "deleted"
+
+
+def test_hits_are_the_callers_own(tmp_path: Path) -> None:
+    """Search loads shared (cached) items; what it hands out must not alias them."""
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
+        mem.add_memory(
+            "The team meets on Tuesdays", user_id="ana", info={"room": {"floor": 2}}, tags=["work"]
+        )
+        for _ in range(2):
+            hit = mem.search_memory("team meets", user_id="ana").data.memory_detail_list[0]
+            assert hit.info == {"room": {"floor": 2}} and hit.tags == ["work"]
+            hit.info["room"]["floor"] = 9
+            hit.tags.append("poison")
+        assert mem.get_memory(hit.id).data.info == {"room": {"floor": 2}}
+
+
+def test_lexical_mode_needs_the_bm25_leg(tmp_path: Path) -> None:
+    cfg = RetrievalConfig(bm25_weight=0.0, vector_weight=1.0)
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", retrieval=cfg) as mem:
+        _one(mem)
+        assert mem.search_memory("cello", user_id="ana").data.memory_detail_list
+        with pytest.raises(InvalidInputError, match="bm25_weight"):
+            mem.search_memory("cello", user_id="ana", mode="lexical")

@@ -455,7 +455,7 @@ class SqliteStore(MemoryStore):
         if isinstance(op, PutItems):
             return self._put(conn, op)
         if isinstance(op, GetItems):
-            return self._get(conn, op.ids)
+            return self._get(conn, op.ids, cached=op.cached)
         if isinstance(op, DeleteItems):
             return self._delete(conn, op)
         if isinstance(op, ListItems):
@@ -565,11 +565,12 @@ class SqliteStore(MemoryStore):
             "or delete the cube's memories first)"
         )
 
-    def _get(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[MemoryItem | None]:
+    def _get(self, conn: sqlite3.Connection, ids: Sequence[str], *, cached: bool) -> list[MemoryItem | None]:
         found: dict[str, MemoryItem] = {}
         unique = list(dict.fromkeys(ids))
         missing = unique
-        if self._items.size:  # rows whose version was decoded before are taken as they were
+        cached = cached and self._items.size > 0  # shared items go to readers that asked for them
+        if cached:  # rows whose version was decoded before are taken as they were
             missing = []
             for chunk in _chunks(unique, 500):
                 for item_id, seq, revision, count, accessed in conn.execute(
@@ -586,7 +587,7 @@ class SqliteStore(MemoryStore):
                 f"SELECT seq, {_ITEM_SELECT} FROM items WHERE id IN ({_in(chunk)})", chunk
             ):
                 item = found[row["id"]] = row_to_item(row)
-                if not self._local.writing:
+                if cached and not self._local.writing:
                     stats = row["access_count"], row["last_accessed_at"]
                     self._items.put(item.id, row["seq"], row["revision"], *stats, item)
         return [found.get(i) for i in ids]
