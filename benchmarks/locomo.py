@@ -71,23 +71,11 @@ class Run:
     fine_s: float = 0.0
 
 
-def run_memos(
-    convs: list[dict[str, Any]],
-    scorer: ModuleType,
-    *,
-    embedder: Any = None,
-    window: tuple[int, int, int] = (1, 0, 3),
-    depth: int = 50,
-    progress: bool = True,
-    retrieval: dict[str, Any] | None = None,
-    mode: str = "hybrid",
-) -> Run:
+def run_memos(convs: list[dict[str, Any]], scorer: ModuleType, *, mode: str = "hybrid", **kwargs: Any) -> Run:
     """Ingest every conversation through the public API and search every question; rankings
-    are keyed by ``(sample_id, question)`` as ``dia_id`` lists, best first."""
-    return run_memos_modes(
-        convs, scorer, embedder=embedder, window=window, depth=depth, progress=progress,
-        retrieval=retrieval, modes=(mode,),
-    )[mode]  # fmt: skip
+    are keyed by ``(sample_id, question)`` as ``dia_id`` lists, best first. ``kwargs``: those of
+    :func:`run_memos_modes`."""
+    return run_memos_modes(convs, scorer, modes=(mode,), **kwargs)[mode]
 
 
 def run_memos_modes(
