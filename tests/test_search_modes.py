@@ -4,6 +4,7 @@ only whether it is called matters."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -319,3 +320,22 @@ def test_lexical_mode_needs_the_bm25_leg(tmp_path: Path) -> None:
         assert mem.search_memory("cello", user_id="ana").data.memory_detail_list
         with pytest.raises(InvalidInputError, match="bm25_weight"):
             mem.search_memory("cello", user_id="ana", mode="lexical")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_drops_its_parents_pending_reads(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline", read_delay=3600) as mem:
+        mid = _one(mem)
+        mem.search_memory("cello", user_id="ana", mode="lexical")
+        assert mem._reads.pending() == 1
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's read is not its own to write; its own reads count
+            code = 1
+            try:
+                mem._reads.add([mid], datetime.now(timezone.utc))
+                code = 0 if mem._reads.pending() == 1 and mem._reads._thread is not None else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert mem.get_memory(mid).data.access_count == 1  # the parent's read, written once
