@@ -58,6 +58,24 @@ def test_retriever_returns_documents_with_metadata(mem: MemOS) -> None:
     assert [d.page_content for d in filtered] == ["The user's favorite color is green."]
 
 
+def test_retriever_lexical_mode(mem: MemOS) -> None:
+    """mode="lexical" reaches search_memory: BM25 alone, so only memories sharing a word
+    come back and none has a vector rank (hybrid ranks them by vector too); a mode outside
+    SearchMode fails at construction, as any field of the wrong type does."""
+    from pydantic import ValidationError
+
+    remember(mem, "u1", "I live in Lisbon and work as a nurse", "I play the cello on weekends")
+    docs = MemosRetriever(memos=mem, user_id="u1", mode="lexical").invoke("cello")
+    assert docs and "cello" in docs[0].page_content
+    assert all(d.metadata["score_details"]["vector_rank"] == 0 for d in docs)
+    assert docs[0].metadata["score_details"]["bm25_rank"] == 1
+    hybrid = MemosRetriever(memos=mem, user_id="u1").invoke("cello")
+    assert len(hybrid) > len(docs) and hybrid[0].id == docs[0].id
+    assert hybrid[0].metadata["score_details"]["vector_rank"] > 0
+    with pytest.raises(ValidationError, match="mode"):
+        MemosRetriever(memos=mem, user_id="u1", mode="vector")  # type: ignore[arg-type]
+
+
 def test_retriever_in_a_chain(mem: MemOS) -> None:
     """The retriever composes like any runnable: retrieved memories reach the prompt."""
     remember(mem, "u1", "I am allergic to peanuts")

@@ -124,6 +124,24 @@ def test_retriever_scope_conversation_filter_top_k_and_knowledgebase(mem: MemOS)
     assert kb_hit.node.metadata["sources"][0]["type"] == "doc"
 
 
+def test_retriever_lexical_mode(mem: MemOS) -> None:
+    """mode="lexical" reaches search_memory: BM25 alone, so only memories sharing a word
+    come back and none has a vector rank (hybrid ranks them by vector too); a mode outside
+    SearchMode is refused by MemOS when the retriever searches."""
+    _chat(mem, "c1", "I live in Lisbon and work as a nurse", "nice")
+    _chat(mem, "c2", "I play the cello on weekends", "lovely")
+    nodes = MemosRetriever(mem, user_id="u1", mode="lexical").retrieve("cello")
+    assert nodes and "cello" in nodes[0].node.get_content()
+    assert all(n.node.metadata["score_details"]["vector_rank"] == 0 for n in nodes)
+    assert nodes[0].node.metadata["score_details"]["bm25_rank"] == 1
+    hybrid = MemosRetriever(mem, user_id="u1").retrieve("cello")
+    assert len(hybrid) > len(nodes) and hybrid[0].node.node_id == nodes[0].node.node_id
+    assert hybrid[0].node.metadata["score_details"]["vector_rank"] > 0
+    bad = MemosRetriever(mem, user_id="u1", mode="vector")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="mode"):
+        bad.retrieve("cello")
+
+
 def test_retriever_async(mem: MemOS) -> None:
     """_aretrieve gives the same nodes as _retrieve."""
     _chat(mem, "c1", "I play the violin", "lovely")
