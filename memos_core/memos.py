@@ -70,7 +70,7 @@ from .reader import (
     rule_facts,
     validate_messages,
 )
-from .retrieval import SEARCH_MODES, RetrievalConfig, SearchMode, hybrid_search
+from .retrieval import RetrievalConfig, SearchMode, check_mode, hybrid_search
 from .scheduler import MemScheduler
 from .schema import (
     AddData,
@@ -756,8 +756,7 @@ class MemOS:
             raise InvalidInputError("top_k must be a positive integer")
         if top_k > self.limits.max_top_k:
             raise PayloadTooLargeError(f"top_k={top_k} exceeds the limit of {self.limits.max_top_k}")
-        if mode not in SEARCH_MODES:
-            raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
+        check_mode(mode)
         others: dict[str, str] = {}
         for kb in self._id_list("knowledgebase_ids", knowledgebase_ids):
             cube = kb_cube_id(kb)

@@ -24,7 +24,7 @@ from .ports import Embedder, MemoryStore, ScoredId, TextSearch, VectorSearch
 from .schema import MemoryHit, MemoryItem, utcnow
 from .text import STOPWORDS, content_of, lexical_overlap, tokenize
 
-__all__ = ["SEARCH_MODES", "RetrievalConfig", "SearchMode", "hybrid_search"]
+__all__ = ["SEARCH_MODES", "RetrievalConfig", "SearchMode", "check_mode", "hybrid_search"]
 
 #: ``"hybrid"``: both legs, fused (the default: the best recall). ``"lexical"``: the BM25 leg
 #: alone, with the same nudges and de-duplication, and no query embedding, so a search costs
@@ -196,6 +196,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+def check_mode(mode: object) -> SearchMode:
+    """``mode`` if it is one of :data:`SEARCH_MODES`, else InvalidInputError."""
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
+    return mode
+
+
 def hybrid_search(
     store: MemoryStore,
     embedder: Embedder,
@@ -212,8 +219,7 @@ def hybrid_search(
     """Search ``cube_ids`` for ``query`` (already validated) and return explained hits.
     ``boosts``: extra score per id (the working set), shown as ``score_details["working"]``.
     ``mode``: see :data:`SearchMode`."""
-    if mode not in SEARCH_MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
+    check_mode(mode)
     cfg = config or RetrievalConfig()
     if mode == "lexical" and cfg.bm25_weight <= 0:
         raise InvalidInputError("mode='lexical' needs bm25_weight > 0 (it searches with BM25 alone)")

@@ -168,8 +168,23 @@ def _count_upto(conn: sqlite3.Connection, term: str, cap: int) -> tuple[int, int
     return int(count), oldest
 
 
+def _fts_span(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The FTS table's first and last rowid ((0, -1) when empty): ``last - first + 1`` rows,
+    counting gaps left by erased rows."""
+    first, last = conn.execute(  # two lookups at the ends (MIN and MAX together would scan)
+        "SELECT (SELECT rowid FROM items_fts ORDER BY rowid LIMIT 1), "
+        "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
+    ).fetchone()
+    return (0, -1) if first is None else (int(first), int(last))
+
+
 def _bounded_candidates(
-    conn: sqlite3.Connection, terms: list[str], counted: dict[str, tuple[int, int | None]], *, want: int
+    conn: sqlite3.Connection,
+    terms: list[str],
+    counted: dict[str, tuple[int, int | None]],
+    *,
+    want: int,
+    span: tuple[int, int],
 ) -> list[tuple[int, float]]:
     """Ranked ``(rowid, score)`` text candidates for a query with common words, at a cost
     that does not grow with the table.
@@ -193,10 +208,7 @@ def _bounded_candidates(
     normalisation for the common ones, and an older document that holds only common words
     is left out once enough newer ones hold as many or more of them.
     """
-    first, last = conn.execute(  # two lookups at the ends (MIN and MAX together would scan)
-        "SELECT (SELECT rowid FROM items_fts ORDER BY rowid LIMIT 1), "
-        "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
-    ).fetchone()
+    first, last = span  # the table's rowids (``_fts_span``)
     rows = max(last - first + 1, 1)  # rows in the table, counting gaps left by erased rows
     df = {t: n for t, (n, _) in counted.items()}
     rare: list[str] = []
@@ -649,16 +661,13 @@ class SqliteStore(MemoryStore):
         terms = _query_terms(op.query)
         if not terms:
             return []
-        first, last = conn.execute(  # two lookups at the ends (MIN and MAX together would scan)
-            "SELECT (SELECT rowid FROM items_fts ORDER BY rowid LIMIT 1), "
-            "(SELECT rowid FROM items_fts ORDER BY rowid DESC LIMIT 1)"
-        ).fetchone()
-        if first is None or last - first + 1 <= TEXT_BUDGET:
+        span = _fts_span(conn)
+        if span[1] - span[0] + 1 <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms)  # a small table: no word can match many rows
         counted = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms)
-        ranked = _bounded_candidates(conn, terms, counted, want=op.limit + op.limit // 4)
+        ranked = _bounded_candidates(conn, terms, counted, want=op.limit + op.limit // 4, span=span)
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         for part in _chunks(ranked, max(op.limit + op.limit // 2, 32)):

@@ -10,7 +10,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from memos_core import SEARCH_MODES, InvalidInputError, MemoryHit, MemOS, SearchMode
+from memos_core import MemoryHit, MemOS, SearchMode
+from memos_core.retrieval import check_mode
 
 __all__ = ["MemosRetriever", "hit_to_node"]
 
@@ -99,9 +100,7 @@ class MemosRetriever(BaseRetriever):
         self.filter = dict(filter) if filter is not None else None
         self.top_k = top_k
         self.knowledgebase_ids = list(knowledgebase_ids) if knowledgebase_ids is not None else None
-        if mode not in SEARCH_MODES:  # at construction, like the LangChain retriever's field
-            raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
-        self.mode: SearchMode = mode
+        self.mode: SearchMode = check_mode(mode)  # refused here, like the LangChain retriever's field
 
     def search(self, query: str) -> list[NodeWithScore]:
         """Search MemOS with this retriever's scope (the one I/O call both drivers share)."""
