@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from memos_core import MemoryStore, SqliteStore, StoreError
+from memos_core.stores._sqlite_schema import SCHEMA_VERSION
 
 from .store_conformance import MemoryStoreConformance
 
@@ -67,6 +68,42 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     again.batch([PutItems([new], [np.ones(4, dtype=np.float32) / 2])])
     got = again.get([new.id])[0]
     assert got is not None and got.context == new.context
+    again.close()
+
+
+def test_a_version_2_file_gets_the_cube_column_in_its_text_index(tmp_path: Path) -> None:
+    """Before version 3 the FTS table held text only: opening such a file rebuilds it with
+    each row's cube, so text search finds every old item, in its own cube only."""
+    import sqlite3
+
+    from memos_core import MemoryItem
+
+    store = SqliteStore.from_path(tmp_path)
+    store.setup()
+    mine = MemoryItem(cube_id="c", user_id="u", memory="Ana: I keep bees")
+    theirs = MemoryItem(cube_id="d", user_id="v", memory="Bo: bees sting")
+    store.put([mine, theirs])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "memos.db")  # turn it back into a version-2 file
+    texts = conn.execute("SELECT rowid, text FROM items_fts").fetchall()
+    conn.execute("DROP TABLE items_fts")
+    conn.execute(
+        "CREATE VIRTUAL TABLE items_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2')"
+    )
+    conn.executemany("INSERT INTO items_fts(rowid, text) VALUES (?, ?)", texts)
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    again = SqliteStore.from_path(tmp_path)
+    again.setup()
+    assert [h.id for h in again.search_text(["c"], "bees")] == [mine.id]
+    assert [h.id for h in again.search_text(["c", "d"], "bees", limit=5)] != []
+    columns = again._run(lambda c: [r[1] for r in c.execute("PRAGMA table_info(items_fts)")], write=False)
+    assert columns == ["text", "cube"]
+    version = again._run(
+        lambda c: c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0], write=False
+    )
+    assert version == str(SCHEMA_VERSION)
     again.close()
 
 

@@ -1,5 +1,6 @@
 """The SQLite store's text leg when a query's words are common: bounded BM25 (rare words
-exact, common words by IDF through AND tiers, newest first) instead of scoring every match.
+exact, common words by IDF through AND tiers, newest first) instead of scoring every match;
+and a small scope in a large table, scored exactly through the FTS table's cube column.
 
 The budget is lowered so a few dozen rows count as "many"; when a test fails, look at
 ``_bounded_candidates`` and the filter/fallback loop in ``SqliteStore._text_search``.
@@ -14,7 +15,9 @@ import pytest
 
 from memos_core import MemoryItem, SqliteStore
 from memos_core.filters import parse_filter
+from memos_core.ports import TextSearch
 from memos_core.stores import sqlite as sqlite_store
+from memos_core.stores._sqlite_schema import cube_token
 
 from .store_conformance import T0
 
@@ -88,3 +91,51 @@ def test_query_syntax_is_never_interpreted(store: SqliteStore) -> None:
     """Quotes and operators in user text stay words on the bounded path too."""
     put(store, [f'he said "NEAR" AND OR {i}' for i in range(40)])
     assert store.search_text([CUBE], 'said "NEAR" AND OR (', limit=5)
+
+
+def test_a_small_scope_in_a_large_table_is_scored_exactly_without_other_cubes(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant with few memories in a table full of another tenant's: FTS5 is asked for that
+    tenant's cube only, so its search is exact BM25 (the bounded path is never entered) and
+    costs what its own rows cost."""
+    put(store, [f"apple banana busy {i}" for i in range(80)])  # cube-a: most of the table
+    small = [
+        MemoryItem(cube_id="cube-b", memory=t, created_at=T0, updated_at=T0)
+        for t in ("apple banana split", "banana bread", "apple tart", "plain water")
+    ]
+    store.put(small)
+    monkeypatch.setattr(sqlite_store, "_bounded_candidates", None)  # would fail if called
+    hits = store.search_text(["cube-b"], "apple banana", limit=10)
+    assert [h.id for h in hits][:1] == [small[0].id]
+    assert {h.id for h in hits} == {i.id for i in small[:3]}
+    # the same order and scores as scoring every match of the table and keeping cube-b's
+    monkeypatch.setattr(sqlite_store, "TEXT_BUDGET", 10_000)
+    joined = store._run(
+        lambda c: store._text_exact(
+            c, TextSearch(["cube-b"], "apple banana", None, 10), ["apple", "banana"], scoped=False
+        ),
+        write=False,
+    )
+    assert [(h.id, round(h.score, 9)) for h in hits] == [(h.id, round(h.score, 9)) for h in joined]
+
+
+def test_several_cubes_are_searched_together_and_no_other(store: SqliteStore) -> None:
+    put(store, [f"kite festival {i}" for i in range(30)])  # cube-a, not searched
+    mine = [
+        MemoryItem(cube_id=cube, memory=f"kite day in {cube}", created_at=T0, updated_at=T0)
+        for cube in ("cube-b", "cube-c")
+    ]
+    store.put(mine)
+    hits = store.search_text(["cube-b", "cube-c"], "kite", limit=10)
+    assert {h.id for h in hits} == {i.id for i in mine}
+
+
+def test_a_cube_token_in_a_query_is_only_a_word(store: SqliteStore) -> None:
+    """The cube column is never searched by the query's words: typing another cube's token
+    finds nothing (and nothing of that cube)."""
+    put(store, ["kites fly high"])
+    other = MemoryItem(cube_id="cube-b", memory="secret plans", created_at=T0, updated_at=T0)
+    store.put([other])
+    assert store.search_text([CUBE], cube_token("cube-b"), limit=10) == []
+    assert store.search_text([CUBE], f"{cube_token(CUBE)} kites", limit=10)[0].score > 0

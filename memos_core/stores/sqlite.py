@@ -60,7 +60,16 @@ from ..schema import MemoryItem, Task, TaskStatus, format_time, parse_time, utcn
 from ..text import tokenize
 from ._ann import AnnConfig, AnnIndex, ann_file
 from ._item_cache import ItemCache
-from ._sqlite_schema import ITEM_COLUMNS, ITEMS_DDL, MIGRATIONS, SCHEMA_VERSION, item_to_row, row_to_item
+from ._sqlite_schema import (
+    FTS_DDL,
+    ITEM_COLUMNS,
+    ITEMS_DDL,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    cube_token,
+    item_to_row,
+    row_to_item,
+)
 from ._vectors import CubeVectors
 
 __all__ = ["AnnConfig", "SqliteStore"]
@@ -83,10 +92,8 @@ _ANN_RETRY_S = 300.0
 
 _DDL = (
     ITEMS_DDL
-    + """
-CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    text, tokenize = 'porter unicode61 remove_diacritics 2'
-);
+    + FTS_DDL
+    + """;
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     cube_id TEXT NOT NULL,
@@ -157,14 +164,32 @@ def _phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def _count_upto(conn: sqlite3.Connection, term: str, cap: int) -> tuple[int, int | None]:
-    """How many rows hold ``term``, counted up to ``cap`` (cost bounded by ``cap``), and the
-    oldest rowid among the newest ``cap`` of them."""
+def _word(term: str) -> str:
+    """An FTS5 query for ``term`` in the text column (never a cube's token)."""
+    return "text : " + _phrase(term)
+
+
+def _any_word(terms: Iterable[str]) -> str:
+    return " OR ".join(map(_word, terms))
+
+
+def _in_cubes(cube_ids: Iterable[str]) -> str:
+    """An FTS5 query for the rows of these cubes (by their :func:`cube_token`)."""
+    return "cube : (" + " OR ".join(_phrase(cube_token(c)) for c in sorted(set(cube_ids))) + ")"
+
+
+#: FTS5's ``bm25()`` over the text column only (the cube column's weight is 0).
+_BM25 = "bm25(items_fts, 1.0, 0.0)"
+
+
+def _count_upto(conn: sqlite3.Connection, match: str, cap: int) -> tuple[int, int | None]:
+    """How many rows ``match`` (an FTS5 query) finds, counted up to ``cap`` (cost bounded by
+    ``cap``), and the oldest rowid among the newest ``cap`` of them."""
     sql = (
         "SELECT COUNT(*), MIN(r) FROM (SELECT rowid AS r FROM items_fts WHERE items_fts MATCH ? "
         "ORDER BY rowid DESC LIMIT ?)"
     )
-    count, oldest = conn.execute(sql, (_phrase(term), cap)).fetchone()
+    count, oldest = conn.execute(sql, (match, cap)).fetchone()
     return int(count), oldest
 
 
@@ -228,13 +253,13 @@ def _bounded_candidates(
         idf[t] = max(math.log((rows - count + 0.5) / (count + 0.5)), 1e-6)  # FTS5's IDF
     scores: dict[int, float] = {}
     if rare:
-        match = " OR ".join(map(_phrase, rare))
+        match = _any_word(rare)
         scores = dict(
-            conn.execute("SELECT rowid, -bm25(items_fts) FROM items_fts WHERE items_fts MATCH ?", (match,))
+            conn.execute(f"SELECT rowid, -{_BM25} FROM items_fts WHERE items_fts MATCH ?", (match,))
         )
         for t in common:
             for (rowid,) in conn.execute(
-                "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{_phrase(t)} AND ({match})",)
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{_word(t)} AND ({match})",)
             ):
                 scores[rowid] += idf[t]
     tiers = sorted(common, key=lambda t: -idf[t])[:_TIER_WORDS]
@@ -243,7 +268,7 @@ def _bounded_candidates(
             value = sum(idf[w] for w in words)
             for (rowid,) in conn.execute(
                 "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
-                (" AND ".join(map(_phrase, words)), want),
+                (" AND ".join(map(_word, words)), want),
             ):
                 if scores.get(rowid, -1.0) < value:
                     scores[rowid] = value
@@ -334,6 +359,7 @@ class SqliteStore(MemoryStore):
                 conn.execute(f"PRAGMA synchronous={synchronous}")
                 conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA secure_delete=ON")  # erased text does not linger in free pages
+                conn.create_function("memos_cube_token", 1, cube_token, deterministic=True)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
             setattr(self._local, attr, conn)
@@ -393,6 +419,7 @@ class SqliteStore(MemoryStore):
                     f"{SCHEMA_VERSION}: upgrade memos-suite"
                 )
             elif int(row["value"]) < SCHEMA_VERSION:  # older file: add what came since, in order
+                log.info("%s: upgrading schema %s to %s", self.path, row["value"], SCHEMA_VERSION)
                 for version in range(int(row["value"]) + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS.get(version, []):
                         conn.execute(statement)
@@ -527,7 +554,10 @@ class SqliteStore(MemoryStore):
             row["revision"] = 1  # on insert; an update bumps the stored revision instead
             seq = conn.execute(_UPSERT, [row[c] for c in ITEM_COLUMNS] + [row["embedding"]]).fetchone()[0]
             conn.execute("DELETE FROM items_fts WHERE rowid = ?", (seq,))
-            conn.execute("INSERT INTO items_fts(rowid, text) VALUES (?, ?)", (seq, _fts_text(item)))
+            conn.execute(
+                "INSERT INTO items_fts(rowid, text, cube) VALUES (?, ?, ?)",
+                (seq, _fts_text(item), cube_token(item.cube_id)),
+            )
             conn.execute("INSERT INTO changes(cube_id, item_id) VALUES (?, ?)", (item.cube_id, item.id))
             if vec is not None and item.embedding_model:
                 conn.execute(
@@ -656,17 +686,24 @@ class SqliteStore(MemoryStore):
         return [row_to_item(r) for r in rows], int(total)
 
     def _text_search(self, conn: sqlite3.Connection, op: TextSearch) -> list[ScoredId]:
-        """BM25 through FTS5: exact while the query's words match few enough rows that
-        scoring every match is cheap, else bounded (see :func:`_bounded_candidates`)."""
+        """BM25 through FTS5: exact while the rows to score are few enough that scoring every
+        one is cheap, else bounded (see :func:`_bounded_candidates`).
+
+        Exact search asks FTS5 for the scope's cubes' matches only (the ``cube`` column) when
+        the scope is small: it then scores those, not every cube's. A large scope is not asked
+        for (FTS5 would walk all of its rows to answer), so its matches are joined instead.
+        """
         terms = _query_terms(op.query)
         if not terms:
             return []
         span = _fts_span(conn)
         if span[1] - span[0] + 1 <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms)  # a small table: no word can match many rows
-        counted = {t: _count_upto(conn, t, TEXT_BUDGET + 1) for t in terms}
+            return self._text_exact(conn, op, terms, scoped=True)  # a small table, so a small scope
+        if _count_upto(conn, _in_cubes(op.cube_ids), TEXT_BUDGET + 1)[0] <= TEXT_BUDGET:
+            return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
+        counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms)
+            return self._text_exact(conn, op, terms, scoped=False)
         ranked = _bounded_candidates(conn, terms, counted, want=op.limit + op.limit // 4, span=span)
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
@@ -682,17 +719,24 @@ class SqliteStore(MemoryStore):
             hits += [ScoredId(score, found[seq]) for seq, score in part if seq in found]
             if len(hits) >= op.limit:
                 return hits[: op.limit]
-        # The filter let too few candidates through (a small scope in a large table): exact,
-        # however long it takes, rather than fewer hits than exact search would find.
-        return self._text_exact(conn, op, terms)
+        # The filter let too few candidates through: exact, however long it takes, rather
+        # than fewer hits than exact search would find.
+        return self._text_exact(conn, op, terms, scoped=False)
 
-    def _text_exact(self, conn: sqlite3.Connection, op: TextSearch, terms: list[str]) -> list[ScoredId]:
+    def _text_exact(
+        self, conn: sqlite3.Connection, op: TextSearch, terms: list[str], *, scoped: bool
+    ) -> list[ScoredId]:
+        """Every match scored by ``bm25()``; ``scoped``: FTS5 finds only the scope's cubes'
+        rows (walking all of their rows in the ``cube`` column), else every cube's, joined."""
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
+        match = _any_word(terms)
+        if scoped:
+            match = f"{_in_cubes(op.cube_ids)} AND ({match})"
         rows = conn.execute(
-            "SELECT items.id AS id, bm25(items_fts) AS rank FROM items_fts "
+            f"SELECT items.id AS id, {_BM25} AS rank FROM items_fts "
             "JOIN items ON items.seq = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND items.status != 'deleted' AND {sql} ORDER BY rank LIMIT ?",
-            [" OR ".join(map(_phrase, terms)), *params, op.limit],
+            [match, *params, op.limit],
         ).fetchall()
         return [ScoredId(-float(r["rank"]), r["id"]) for r in rows]
 
