@@ -699,7 +699,11 @@ class SqliteStore(MemoryStore):
         span = _fts_span(conn)
         if span[1] - span[0] + 1 <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=True)  # a small table, so a small scope
-        if _count_upto(conn, _in_cubes(op.cube_ids), TEXT_BUDGET + 1)[0] <= TEXT_BUDGET:
+        scope_rows = conn.execute(  # counted up to the budget: the cost stays bounded
+            "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
+            (_in_cubes(op.cube_ids), TEXT_BUDGET + 1),
+        ).fetchone()[0]
+        if scope_rows <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
         counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
