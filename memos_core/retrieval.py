@@ -146,11 +146,12 @@ def _query_names(query: str) -> frozenset[str]:
 
 def _only_asks(item: MemoryItem) -> bool:
     """A chat turn whose text is a question: it asks for a fact and holds none."""
-    return (
-        item.context is not None
-        and all(s.type == "chat" for s in item.sources)
-        and content_of(item.memory).rstrip().endswith(("?", "？"))
-    )
+    return item.context is not None and all(s.type == "chat" for s in item.sources) and _asks(item.memory)
+
+
+@functools.lru_cache(maxsize=8192)
+def _asks(memory: str) -> bool:
+    return content_of(memory).rstrip().endswith(("?", "？"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -269,9 +270,10 @@ def hybrid_search(
 
     # Fuse first, then load only the head: recency and usage are small nudges that reorder
     # near-ties, so loading every candidate of both legs would be wasted work.
-    fused = sorted(
-        dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits]), key=lambda i: -fused_of(i)
-    )
+    relevance_of = {
+        i: fused_of(i) for i in dict.fromkeys([h.id for h in vec_hits] + [h.id for h in text_hits])
+    }
+    fused = sorted(relevance_of, key=lambda i: -relevance_of[i])
     ids = fused[: top_k + cfg.fused_head]
     if not ids:
         return []
@@ -290,7 +292,7 @@ def hybrid_search(
         exact = qvec is not None and v_rank == 0 and item_id in vectors
         if exact:
             v_score = float(vectors[item_id] @ qvec)
-        relevance = fused_of(item_id, v_score if exact else None)
+        relevance = fused_of(item_id, v_score) if exact else relevance_of[item_id]
         when = item.event_time or item.created_at
         age_days = max((now - when).total_seconds() / 86400.0, 0.0)
         recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
@@ -310,16 +312,16 @@ def hybrid_search(
             + speaker
             + question
         )
-        details = {
-            "bm25": round(b_score, 6),
+        details = {  # rounded for the hits that are kept (_diversify)
+            "bm25": b_score,
             "bm25_rank": float(b_rank),
-            "vector": round(v_score, 6),
+            "vector": v_score,
             "vector_rank": float(v_rank),
-            "fused": round(relevance, 6),
-            "recency": round(cfg.recency_weight * recency, 6),
-            "usage": round(cfg.usage_weight * min(usage, 1.0), 6),
+            "fused": relevance,
+            "recency": cfg.recency_weight * recency,
+            "usage": cfg.usage_weight * min(usage, 1.0),
             "fact": fact,
-            "working": round(working, 6),
+            "working": working,
             "speaker": speaker,
             "question": question,
         }
@@ -377,6 +379,7 @@ def _diversify(
     out = []
     for i, sim in zip(chosen, at_pick, strict=True):
         score, item, details = scored[i]
-        explained = {**details, "redundancy": round(sim, 6), "final": round(score, 6)}
+        explained = {k: round(v, 6) for k, v in details.items()}
+        explained["redundancy"], explained["final"] = round(sim, 6), round(score, 6)
         out.append(MemoryHit.from_item(item, score, explained))
     return out

@@ -352,7 +352,8 @@ class MemoryHit(BaseModel):
             memory_type=item.memory_type,
             key=item.key,
             tags=list(item.tags),
-            info=copy.deepcopy(item.info),  # the item may be shared (a cached read): never alias it
+            # The item may be shared (a cached read): never alias it.
+            info=copy.deepcopy(item.info) if item.info else {},
             sources=list(item.sources),
             created_at=item.created_at,
             event_time=item.event_time,

@@ -51,6 +51,7 @@ def test_add_is_searchable_at_once_with_full_hit_shape(mem: MemOS) -> None:
     assert hit.memory_type == "long_term" and hit.tags == ["study"] and hit.info == {"scene": "chat"}
     assert {"bm25", "vector", "fused", "recency", "usage", "final"} <= set(hit.score_details)
     assert hit.score == pytest.approx(hit.score_details["final"], abs=1e-5)
+    assert all(v == round(v, 6) for h in hits for v in h.score_details.values())  # shown rounded
     src = hit.sources[0]
     assert (src.message_id, src.role, src.name, src.conversation_id) == ("m1", "user", "Ana", "conv_001")
     assert src.chat_time == datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
