@@ -55,7 +55,7 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(PY) benchmarks/latency.py --memories 200 --adds 10 --queries 10 --no-progress
 	$(PY) benchmarks/load.py --clients 2 --adds 10 --searches 10 --hash-embedder --no-progress --out /dev/null
-	$(PY) benchmarks/scale.py --sizes 2000 --ann-threshold 500 --pool 300 --queries 20 --recall-queries 20 --adds 5 --batch 1000 --no-progress --out /dev/null
+	$(PY) benchmarks/scale.py --sizes 2000 --ann-threshold 500 --pool 300 --queries 20 --recall-queries 20 --adds 5 --batch 1000 --tenant 50 --tenant-queries 10 --no-progress --out /dev/null
 	if [ -f ../shared/bench/locomo/locomo_dev.json ]; then $(PY) benchmarks/locomo.py --data ../shared/bench/locomo/locomo_dev.json --conversations 1 --hash-embedder --no-progress --out /dev/null --plot /tmp/memos-locomo-smoke.png; else echo 'locomo smoke skipped: no ../shared/bench/locomo'; fi
 	$(PY) benchmarks/kv_ttft.py --sizes 64 --runs 1 --check-tokens 4 --no-progress --out /dev/null
 	if [ -f ../shared/bench/locomo/locomo_dev.json ]; then $(PY) benchmarks/peers.py --data ../shared/bench/locomo/locomo_dev.json --conversations 1 --sessions 2 --questions 5 --no-progress --out /dev/null; else echo 'peers smoke skipped: no ../shared/bench/locomo'; fi

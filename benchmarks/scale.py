@@ -118,6 +118,39 @@ def exact_top(corpus: Corpus, size: int, queries: np.ndarray, k: int, chunk: int
     return best_i
 
 
+def small_tenant(
+    store: Any, mem: Any, corpus: Corpus, size: int, texts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Search latency of a small tenant beside the big one: ``--tenant`` memories of another
+    user (the same vocabulary, so the query's words are common in the table but not in its
+    cube), searched in both modes like the big one. This is what one user of a shared
+    database pays for the others' memories."""
+    from memos_core import MemoryItem, user_cube_id
+    from memos_core.ports import PutItems
+
+    user = "small-tenant"
+    cube = user_cube_id(user)
+    first = size + args.adds  # texts no memory of the big tenant has
+    model = mem.embedder.model_id
+    items = [
+        MemoryItem(cube_id=cube, user_id=user, memory=corpus.text(first + i), embedding_model=model)
+        for i in range(args.tenant)
+    ]
+    store.batch([PutItems(items, list(corpus.batch(first, first + args.tenant)))])
+    mem.search_memory("warm up", user_id=user)
+    timings: dict[str, list[float]] = {"hybrid": [], "lexical": []}
+    for i, q in enumerate(texts[: args.tenant_queries]):
+        for mode in ("hybrid", "lexical") if i % 2 == 0 else ("lexical", "hybrid"):
+            timings[mode].append(
+                timed(lambda q=q, mode=mode: mem.search_memory(q, user_id=user, top_k=10, mode=mode))
+            )
+    return {
+        "memories": args.tenant,
+        "search_ms": ms(timings["hybrid"]),
+        "search_lexical_ms": ms(timings["lexical"]),
+    }
+
+
 def run_size(
     size: int, corpus: Corpus, embedder: Any, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
@@ -191,6 +224,7 @@ def run_size(
                 (search_ms if mode == "hybrid" else lexical_ms).append((time.perf_counter() - t) * 1000)
                 assert hits.data.memory_detail_list, f"{mode} search returned nothing for {q!r}"
         out["search_lexical_ms"] = ms(lexical_ms)
+        out["small_tenant"] = small_tenant(store, mem, corpus, size, texts, args)
         # The two store legs alone, as hybrid_search sends them (default scope, 100 each).
         scope = parse_filter({"status": "activated"})
         qvecs = embedder.embed(texts)
@@ -225,6 +259,8 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=100)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--recall-queries", type=int, default=200)
+    parser.add_argument("--tenant", type=int, default=500, help="memories of a second, small tenant")
+    parser.add_argument("--tenant-queries", type=int, default=100, help="searches in the small tenant")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep the data folders")
     parser.add_argument("--out", type=Path)

@@ -25,7 +25,8 @@ def test_scale_smoke_runs_every_stage(tmp_path: Path) -> None:
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "2000", "--ann-threshold", "500",
         "--pool", "300", "--queries", "20", "--recall-queries", "20", "--adds", "5", "--batch", "1000",
-        "--workdir", str(tmp_path), "--no-progress", "--out", str(out),
+        "--tenant", "50", "--tenant-queries", "10", "--workdir", str(tmp_path), "--no-progress",
+        "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
@@ -39,5 +40,9 @@ def test_scale_smoke_runs_every_stage(tmp_path: Path) -> None:
     assert result["recall_at_10"] >= 0.9
     for key in ("add_ms", "search_ms", "search_lexical_ms", "text_leg_ms", "vector_leg_ms"):
         assert 0 < result[key]["p50"] <= result[key]["p95"], key
+    tenant = result["small_tenant"]
+    assert tenant["memories"] == 50
+    for key in ("search_ms", "search_lexical_ms"):
+        assert 0 < tenant[key]["p50"] <= tenant[key]["p95"], key
     assert result["rss_peak_mb"] > 0 and result["index_mb"] >= 0
     assert not list(tmp_path.glob("scale-2000-*"))  # data folders are removed unless --keep
