@@ -139,3 +139,50 @@ def test_a_cube_token_in_a_query_is_only_a_word(store: SqliteStore) -> None:
     store.put([other])
     assert store.search_text([CUBE], cube_token("cube-b"), limit=10) == []
     assert store.search_text([CUBE], f"{cube_token(CUBE)} kites", limit=10)[0].score > 0
+
+
+def test_cubes_that_share_a_token_still_see_only_their_own_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cube column is a hash: were two cubes' tokens the same, FTS5 would return both
+    cubes' rows, and the join on ``items.cube_id`` must still keep the other's out."""
+    monkeypatch.setattr(sqlite_store, "cube_token", lambda cube_id: "k42")
+    s = SqliteStore.from_path(tmp_path)
+    s.setup()
+    mine = MemoryItem(cube_id="cube-a", memory="my kite is red", created_at=T0, updated_at=T0)
+    theirs = MemoryItem(cube_id="cube-b", memory="their kite is blue", created_at=T0, updated_at=T0)
+    s.put([mine, theirs])
+    assert [h.id for h in s.search_text(["cube-a"], "kite", limit=10)] == [mine.id]
+    assert [h.id for h in s.search_text(["cube-b"], "kite blue", limit=10)] == [theirs.id]
+    s.close()
+
+
+def test_other_cubes_newer_rows_do_not_push_a_large_cube_into_exact_search(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large cube's common-word search takes its candidates from its own rows, however many
+    newer rows other cubes wrote with the same words (they used to fill every candidate place,
+    be filtered away, and send the search to scoring every match: seconds at a million rows)."""
+    mine = put(store, [f"apple banana mine {i}" for i in range(60)])  # cube-a, over the budget
+    store.put(
+        [
+            MemoryItem(cube_id="cube-b", memory=f"apple banana theirs {i}", created_at=T0, updated_at=T0)
+            for i in range(60)
+        ]
+    )
+    store.put(
+        [
+            MemoryItem(cube_id="cube-b", memory=f"zeppelin number {i}", created_at=T0, updated_at=T0)
+            for i in range(12)
+        ]
+    )
+    rare = put(store, ["zeppelin over the apple orchard"])[0]
+
+    def no_exact(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fell back to exact search")
+
+    monkeypatch.setattr(SqliteStore, "_text_exact", no_exact)
+    hits = store.search_text([CUBE], "apple banana", limit=10)
+    assert [h.id for h in hits] == [i.id for i in reversed(mine[-10:])]  # newest of its own first
+    hits = store.search_text([CUBE], "zeppelin apple", limit=10)
+    assert hits[0].id == rare.id and {h.id for h in hits} <= {rare.id} | {i.id for i in mine}

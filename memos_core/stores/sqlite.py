@@ -210,9 +210,11 @@ def _bounded_candidates(
     *,
     want: int,
     span: tuple[int, int],
+    scope: str,
 ) -> list[tuple[int, float]]:
-    """Ranked ``(rowid, score)`` text candidates for a query with common words, at a cost
-    that does not grow with the table.
+    """Ranked ``(rowid, score)`` text candidates in ``scope`` (an FTS5 query for the searched
+    cubes' rows, :func:`_in_cubes`) for a query with common words, at a cost that does not
+    grow with the table.
 
     FTS5's ``bm25()`` first walks every match of every word of the query (to count them for
     the IDF), then scores each match (~2.5 µs a row): at a million rows, four words that each
@@ -232,6 +234,11 @@ def _bounded_candidates(
     So: exact BM25 for the rare words, BM25 with one occurrence per word and no length
     normalisation for the common ones, and an older document that holds only common words
     is left out once enough newer ones hold as many or more of them.
+
+    Only the scope's rows are candidates: the AND queries include ``scope`` (so other cubes'
+    newer rows never take the places of this cube's), and rare-word matches outside it are
+    dropped (``bm25()`` itself runs unscoped: with the cube's word in its query it would walk
+    every row of the cube to count that word).
     """
     first, last = span  # the table's rowids (``_fts_span``)
     rows = max(last - first + 1, 1)  # rows in the table, counting gaps left by erased rows
@@ -254,21 +261,25 @@ def _bounded_candidates(
     scores: dict[int, float] = {}
     if rare:
         match = _any_word(rare)
-        scores = dict(
-            conn.execute(f"SELECT rowid, -{_BM25} FROM items_fts WHERE items_fts MATCH ?", (match,))
+        scored = conn.execute(f"SELECT rowid, -{_BM25} FROM items_fts WHERE items_fts MATCH ?", (match,))
+        mine = conn.execute(
+            "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{scope} AND ({match})",)
         )
+        kept = {rowid for (rowid,) in mine}
+        scores = {rowid: score for rowid, score in scored if rowid in kept}
         for t in common:
             for (rowid,) in conn.execute(
                 "SELECT rowid FROM items_fts WHERE items_fts MATCH ?", (f"{_word(t)} AND ({match})",)
             ):
-                scores[rowid] += idf[t]
+                if rowid in scores:
+                    scores[rowid] += idf[t]
     tiers = sorted(common, key=lambda t: -idf[t])[:_TIER_WORDS]
     for k in range(len(tiers), 0, -1):
         for words in sorted(combinations(tiers, k), key=lambda ws: -sum(idf[w] for w in ws)):
             value = sum(idf[w] for w in words)
             for (rowid,) in conn.execute(
                 "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
-                (" AND ".join(map(_word, words)), want),
+                (" AND ".join([scope, *map(_word, words)]), want),
             ):
                 if scores.get(rowid, -1.0) < value:
                     scores[rowid] = value
@@ -279,7 +290,7 @@ def _bounded_candidates(
         return []
     ids = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
     values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
-    order = np.lexsort((-ids, -values))[: max(8 * want, 1000)]  # best first, then newest
+    order = np.lexsort((-ids, -values))  # best first, then newest (at most TEXT_BUDGET + tiers × want)
     return list(zip(ids[order].tolist(), values[order].tolist(), strict=True))
 
 
@@ -699,16 +710,19 @@ class SqliteStore(MemoryStore):
         span = _fts_span(conn)
         if span[1] - span[0] + 1 <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=True)  # a small table, so a small scope
+        scope = _in_cubes(op.cube_ids)
         scope_rows = conn.execute(  # counted up to the budget: the cost stays bounded
             "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
-            (_in_cubes(op.cube_ids), TEXT_BUDGET + 1),
+            (scope, TEXT_BUDGET + 1),
         ).fetchone()[0]
         if scope_rows <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
         counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=False)
-        ranked = _bounded_candidates(conn, terms, counted, want=op.limit + op.limit // 4, span=span)
+        ranked = _bounded_candidates(
+            conn, terms, counted, want=op.limit + op.limit // 4, span=span, scope=scope
+        )
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         for part in _chunks(ranked, max(op.limit + op.limit // 2, 32)):
