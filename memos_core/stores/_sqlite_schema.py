@@ -107,7 +107,7 @@ def cube_token(cube_id: str) -> str:
 #: What changed after version 1, as SQL run in order by ``setup()`` on older files (in the
 #: transaction that opens them). Version 3 rebuilds the FTS table with its ``cube`` column
 #: from its own text (``memos_cube_token`` is :func:`cube_token`, registered on every
-#: connection); about 30 s per million items, once.
+#: connection), once: 1.3 s for 200,000 one-line memories on the development machine.
 MIGRATIONS = {
     2: ["ALTER TABLE items ADD COLUMN context TEXT"],
     3: [
