@@ -186,3 +186,24 @@ def test_other_cubes_newer_rows_do_not_push_a_large_cube_into_exact_search(
     assert [h.id for h in hits] == [i.id for i in reversed(mine[-10:])]  # newest of its own first
     hits = store.search_text([CUBE], "zeppelin apple", limit=10)
     assert hits[0].id == rare.id and {h.id for h in hits} <= {rare.id} | {i.id for i in mine}
+
+
+def test_a_table_of_one_cube_asks_fts5_for_no_cube(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every row in the searched cube, the bounded path's AND queries leave the cube out
+    (it would only cost time), and find the same candidates."""
+    mine = put(store, [f"apple banana mine {i}" for i in range(60)])
+    seen: list[str] = []
+    real = sqlite_store._bounded_candidates
+
+    def spy(*args: object, **kwargs: object) -> list[tuple[int, float]]:
+        seen.append(str(kwargs["scope"]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store, "_bounded_candidates", spy)
+    hits = store.search_text([CUBE], "apple banana", limit=10)
+    assert seen == ["None"] and [h.id for h in hits] == [i.id for i in reversed(mine[-10:])]
+    store.put([MemoryItem(cube_id="cube-b", memory="apple banana theirs", created_at=T0, updated_at=T0)])
+    assert [h.id for h in store.search_text([CUBE], "apple banana", limit=10)] == [h.id for h in hits]
+    assert seen[1].startswith("cube : (")
