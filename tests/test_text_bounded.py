@@ -110,7 +110,6 @@ def test_a_small_scope_in_a_large_table_is_scored_exactly_without_other_cubes(
     assert [h.id for h in hits][:1] == [small[0].id]
     assert {h.id for h in hits} == {i.id for i in small[:3]}
     # the same order and scores as scoring every match of the table and keeping cube-b's
-    monkeypatch.setattr(sqlite_store, "TEXT_BUDGET", 10_000)
     joined = store._run(
         lambda c: store._text_exact(
             c, TextSearch(["cube-b"], "apple banana", None, 10), ["apple", "banana"], scoped=False
@@ -138,6 +137,7 @@ def test_a_cube_token_in_a_query_is_only_a_word(store: SqliteStore) -> None:
     other = MemoryItem(cube_id="cube-b", memory="secret plans", created_at=T0, updated_at=T0)
     store.put([other])
     assert store.search_text([CUBE], cube_token("cube-b"), limit=10) == []
+    assert store.search_text([CUBE], cube_token(CUBE), limit=10) == []  # not even its own
     assert store.search_text([CUBE], f"{cube_token(CUBE)} kites", limit=10)[0].score > 0
 
 
@@ -207,3 +207,27 @@ def test_a_table_of_one_cube_asks_fts5_for_no_cube(
     store.put([MemoryItem(cube_id="cube-b", memory="apple banana theirs", created_at=T0, updated_at=T0)])
     assert [h.id for h in store.search_text([CUBE], "apple banana", limit=10)] == [h.id for h in hits]
     assert seen[1].startswith("cube : (")
+
+
+def test_a_large_cube_with_few_matches_is_answered_from_its_candidates(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large cube whose query words are common only in another cube: when every single word
+    was asked for within the cube and none reached the limit, the candidates are all the
+    cube's matches, so fewer hits than asked for is the exact answer (scoring every match of
+    the other cube would cost seconds at a million rows)."""
+    put(store, [f"garden walk number {i}" for i in range(60)])  # cube-a: large, no apples
+    few = put(store, ["apple banana pie", "one apple"])
+    store.put(
+        [
+            MemoryItem(cube_id="cube-b", memory=f"apple banana theirs {i}", created_at=T0, updated_at=T0)
+            for i in range(200)
+        ]
+    )
+
+    def no_exact(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fell back to exact search")
+
+    monkeypatch.setattr(SqliteStore, "_text_exact", no_exact)
+    hits = store.search_text([CUBE], "apple banana", limit=100)
+    assert [h.id for h in hits] == [few[0].id, few[1].id]

@@ -178,7 +178,8 @@ def _in_cubes(cube_ids: Iterable[str]) -> str:
     return "cube : (" + " OR ".join(_phrase(cube_token(c)) for c in sorted(set(cube_ids))) + ")"
 
 
-#: FTS5's ``bm25()`` over the text column only (the cube column's weight is 0).
+#: FTS5's ``bm25()`` with the cube column's weight 0: its word still counts in a row's length
+#: (one token more per row than the text has, for every row alike).
 _BM25 = "bm25(items_fts, 1.0, 0.0)"
 
 
@@ -211,7 +212,7 @@ def _bounded_candidates(
     want: int,
     span: tuple[int, int],
     scope: str | None,
-) -> list[tuple[int, float]]:
+) -> tuple[list[tuple[int, float]], bool]:
     """Ranked ``(rowid, score)`` text candidates in ``scope`` (an FTS5 query for the searched
     cubes' rows, :func:`_in_cubes`; None when every row of the table is in scope) for a query
     with common words, at a cost that does not grow with the table.
@@ -239,6 +240,9 @@ def _bounded_candidates(
     newer rows never take the places of this cube's), and rare-word matches outside it are
     dropped (``bm25()`` itself runs unscoped: with the cube's word in its query it would walk
     every row of the cube to count that word).
+
+    Also returns whether the candidates are *all* the scope's rows that hold a query word:
+    every common word was asked for alone and none of those queries reached ``want`` rows.
     """
     first, last = span  # the table's rowids (``_fts_span``)
     rows = max(last - first + 1, 1)  # rows in the table, counting gaps left by erased rows
@@ -277,24 +281,31 @@ def _bounded_candidates(
                 if rowid in scores:
                     scores[rowid] += idf[t]
     tiers = sorted(common, key=lambda t: -idf[t])[:_TIER_WORDS]
+    complete = len(common) <= _TIER_WORDS
     for k in range(len(tiers), 0, -1):
         for words in sorted(combinations(tiers, k), key=lambda ws: -sum(idf[w] for w in ws)):
             value = sum(idf[w] for w in words)
-            for (rowid,) in conn.execute(
+            found = conn.execute(
                 "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
                 (" AND ".join([*([scope] if scope else []), *map(_word, words)]), want),
-            ):
+            ).fetchall()
+            for (rowid,) in found:
                 if scores.get(rowid, -1.0) < value:
                     scores[rowid] = value
+            if k == 1 and len(found) >= want:
+                complete = False  # this word has older matches than the ones found
+        if k == 1:
+            break
         best_below = sum(sorted((idf[t] for t in tiers), reverse=True)[: k - 1])
         if sum(1 for v in scores.values() if v >= best_below) >= want:
+            complete = False  # single words were not asked for
             break
     if not scores:
-        return []
+        return [], complete
     ids = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
     values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
     order = np.lexsort((-ids, -values))  # best first, then newest (at most TEXT_BUDGET + tiers × want)
-    return list(zip(ids[order].tolist(), values[order].tolist(), strict=True))
+    return list(zip(ids[order].tolist(), values[order].tolist(), strict=True)), complete
 
 
 def _in(values: Sequence[object]) -> str:
@@ -707,30 +718,33 @@ class SqliteStore(MemoryStore):
         the scope is small: it then scores those, not every cube's. A large scope is not asked
         for (FTS5 would walk all of its rows to answer), so its matches are joined instead.
         """
+        if not op.cube_ids:
+            raise InvalidInputError("at least one cube id is required")
         terms = _query_terms(op.query)
         if not terms:
             return []
         span = _fts_span(conn)
         if span[1] - span[0] + 1 <= TEXT_BUDGET:
             return self._text_exact(conn, op, terms, scoped=True)  # a small table, so a small scope
-        scope = _in_cubes(op.cube_ids)
-        scope_rows = conn.execute(  # counted up to the budget: the cost stays bounded
-            "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
-            (scope, TEXT_BUDGET + 1),
-        ).fetchone()[0]
-        if scope_rows <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
-        counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
-        if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms, scoped=False)
-        # Asking FTS5 for the scope's rows costs ~0.1 ms an AND query: not when the table holds
-        # one cube only (the common embedded case), which must then be the scope's.
+        # A table of one cube (the embedded single-user case) is the scope: never asked for.
         lo, hi = conn.execute(
             "SELECT (SELECT MIN(cube_id) FROM items), (SELECT MAX(cube_id) FROM items)"
         ).fetchone()
-        alone = lo == hi and lo in op.cube_ids
-        ranked = _bounded_candidates(
-            conn, terms, counted, want=op.limit + op.limit // 4, span=span, scope=None if alone else scope
+        scope: str | None = None if lo == hi and lo in op.cube_ids else _in_cubes(op.cube_ids)
+        if scope is not None:
+            scope_rows = conn.execute(  # counted up to the budget: the cost stays bounded
+                "SELECT COUNT(*) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
+                (scope, TEXT_BUDGET + 1),
+            ).fetchone()[0]
+            if scope_rows <= TEXT_BUDGET:
+                return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
+        counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
+        if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
+            return self._text_exact(conn, op, terms, scoped=False)
+        # The bounded path asks FTS5 for the scope's rows in its AND queries (~0.15 ms each
+        # where the scope is dense), unless the table is the scope.
+        ranked, complete = _bounded_candidates(
+            conn, terms, counted, want=op.limit + op.limit // 4, span=span, scope=scope
         )
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
@@ -746,6 +760,8 @@ class SqliteStore(MemoryStore):
             hits += [ScoredId(score, found[seq]) for seq, score in part if seq in found]
             if len(hits) >= op.limit:
                 return hits[: op.limit]
+        if complete:  # every row of the scope that holds a query word was a candidate
+            return hits
         # The filter let too few candidates through: exact, however long it takes, rather
         # than fewer hits than exact search would find.
         return self._text_exact(conn, op, terms, scoped=False)
