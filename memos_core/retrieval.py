@@ -149,7 +149,7 @@ def _only_asks(item: MemoryItem) -> bool:
     return item.context is not None and all(s.type == "chat" for s in item.sources) and _asks(item.memory)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def _asks(memory: str) -> bool:
     return content_of(memory).rstrip().endswith(("?", "？"))
 
