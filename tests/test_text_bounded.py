@@ -112,7 +112,7 @@ def test_a_small_scope_in_a_large_table_is_scored_exactly_without_other_cubes(
     # the same order and scores as scoring every match of the table and keeping cube-b's
     joined = store._run(
         lambda c: store._text_exact(
-            c, TextSearch(["cube-b"], "apple banana", None, 10), ["apple", "banana"], scoped=False
+            c, TextSearch(["cube-b"], "apple banana", None, 10), ["apple", "banana"], None
         ),
         write=False,
     )

@@ -725,7 +725,7 @@ class SqliteStore(MemoryStore):
             return []
         span = _fts_span(conn)
         if span[1] - span[0] + 1 <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms, scoped=True)  # a small table, so a small scope
+            return self._text_exact(conn, op, terms, _in_cubes(op.cube_ids))  # a small table: small scope
         # A table of one cube (the embedded single-user case) is the scope: never asked for.
         lo, hi = conn.execute(
             "SELECT (SELECT MIN(cube_id) FROM items), (SELECT MAX(cube_id) FROM items)"
@@ -737,10 +737,10 @@ class SqliteStore(MemoryStore):
                 (scope, TEXT_BUDGET + 1),
             ).fetchone()[0]
             if scope_rows <= TEXT_BUDGET:
-                return self._text_exact(conn, op, terms, scoped=True)  # a small scope in a large table
+                return self._text_exact(conn, op, terms, scope)  # a small scope in a large table
         counted = {t: _count_upto(conn, _word(t), TEXT_BUDGET + 1) for t in terms}
         if sum(n for n, _ in counted.values()) <= TEXT_BUDGET:
-            return self._text_exact(conn, op, terms, scoped=False)
+            return self._text_exact(conn, op, terms, None)
         # The bounded path asks FTS5 for the scope's rows in its AND queries (~0.15 ms each
         # where the scope is dense), unless the table is the scope.
         ranked, complete = _bounded_candidates(
@@ -764,17 +764,18 @@ class SqliteStore(MemoryStore):
             return hits
         # The filter let too few candidates through: exact, however long it takes, rather
         # than fewer hits than exact search would find.
-        return self._text_exact(conn, op, terms, scoped=False)
+        return self._text_exact(conn, op, terms, None)
 
     def _text_exact(
-        self, conn: sqlite3.Connection, op: TextSearch, terms: list[str], *, scoped: bool
+        self, conn: sqlite3.Connection, op: TextSearch, terms: list[str], scope: str | None
     ) -> list[ScoredId]:
-        """Every match scored by ``bm25()``; ``scoped``: FTS5 finds only the scope's cubes'
-        rows (walking all of their rows in the ``cube`` column), else every cube's, joined."""
+        """Every match scored by ``bm25()``; with ``scope`` (:func:`_in_cubes` of the op's
+        cubes) FTS5 finds only those cubes' rows (walking all of their rows in the ``cube``
+        column), else every cube's, joined."""
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
         match = _any_word(terms)
-        if scoped:
-            match = f"{_in_cubes(op.cube_ids)} AND ({match})"
+        if scope is not None:
+            match = f"{scope} AND ({match})"
         rows = conn.execute(
             f"SELECT items.id AS id, {_BM25} AS rank FROM items_fts "
             "JOIN items ON items.seq = items_fts.rowid "
