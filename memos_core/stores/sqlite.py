@@ -958,13 +958,15 @@ class SqliteStore(MemoryStore):
                 return hits[: op.limit]
             # Not enough yet. Exact ranking: once a quarter of it was checked, the filter is
             # selective. Index: when the share that passed so far says more than
-            # max_candidates would be needed; else ask for about as many as it says.
+            # max_candidates, or a quarter of the vectors, would be needed; else ask for about
+            # as many as it says. (Asking HNSW for most of a small cube's vectors ranks them
+            # approximately, and can miss one that an exact scan of the allowed rows finds.)
             if not indexed:
                 if size >= total // 4:
                     return self._exact_allowed(conn, op, cubes, vec, op.where)
                 size *= 4
                 continue
-            cap = min(cfg.max_candidates, total)
+            cap = min(cfg.max_candidates, max(total // 4, 1))
             needed = 1.5 * op.limit * checked / len(hits) if hits else float("inf")
             if size >= cap or needed > cap:
                 return self._exact_allowed(conn, op, cubes, vec, op.where)
