@@ -231,3 +231,34 @@ def test_a_large_cube_with_few_matches_is_answered_from_its_candidates(
     monkeypatch.setattr(SqliteStore, "_text_exact", no_exact)
     hits = store.search_text([CUBE], "apple banana", limit=100)
     assert [h.id for h in hits] == [few[0].id, few[1].id]
+
+
+def test_a_selective_filter_on_a_ranked_scope_finds_what_the_join_finds(tmp_path: Path) -> None:
+    """A small scope's matches are ranked by FTS5 alone and checked against the filter a chunk
+    at a time: when the best matches fail it (another conversation, deleted), the later chunks
+    are checked until enough pass, with the same hits and scores as joining every match."""
+    s = SqliteStore.from_path(tmp_path)  # the real budget: a small table, scored exactly
+    s.setup()
+    busy = [
+        MemoryItem(cube_id=CUBE, memory=f"apple {i}", conversation_id="busy", created_at=T0, updated_at=T0)
+        for i in range(90)
+    ]
+    quiet = [
+        MemoryItem(
+            cube_id=CUBE,
+            memory="apple " + " ".join(["filler"] * (3 + i)),  # longer: ranked below every busy one
+            conversation_id="quiet",
+            created_at=T0,
+            updated_at=T0,
+        )
+        for i in range(8)
+    ]
+    s.put(busy + quiet)
+    s.delete([CUBE], ids=[quiet[0].id])  # soft: still in the FTS table, never a hit
+    where = parse_filter({"conversation_id": "quiet", "status": "activated"})
+    op = TextSearch([CUBE], "apple", where, 5)
+    hits = s.search_text([CUBE], "apple", where, limit=5)
+    joined = s._run(lambda c: s._text_exact(c, op, ["apple"], None), write=False)
+    assert [h.id for h in hits] == [q.id for q in quiet[1:6]]
+    assert [(h.id, round(h.score, 9)) for h in hits] == [(h.id, round(h.score, 9)) for h in joined]
+    s.close()
