@@ -640,11 +640,13 @@ class SqliteStore(MemoryStore):
         if cached:  # rows whose version was decoded before are taken as they were
             missing = []
             for chunk in _chunks(unique, 500):
-                for item_id, seq, revision, count, accessed in conn.execute(
+                cur = conn.execute(
                     "SELECT id, seq, revision, access_count, last_accessed_at FROM items "
                     f"WHERE id IN ({_in(chunk)})",
                     chunk,
-                ):
+                )
+                cur.row_factory = None  # plain tuples: unpacked at once
+                for item_id, seq, revision, count, accessed in cur:
                     if (item := self._items.get(item_id, seq, revision, count, accessed)) is not None:
                         found[item_id] = item
                     else:
@@ -766,11 +768,12 @@ class SqliteStore(MemoryStore):
         (0.4 ms of a LoCoMo search). Without, the matches are every cube's: joined."""
         match = _any_word(terms)
         if scope is not None:
-            ranked = conn.execute(
+            cur = conn.execute(
                 f"SELECT rowid, -{_BM25} AS score FROM items_fts WHERE items_fts MATCH ? ORDER BY score DESC",
                 (f"{scope} AND ({match})",),
-            ).fetchall()
-            return self._kept(conn, op, ranked)
+            )
+            cur.row_factory = None  # plain tuples: hundreds of rows
+            return self._kept(conn, op, cur.fetchall())
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
         rows = conn.execute(
             f"SELECT items.id AS id, {_BM25} AS rank FROM items_fts "
@@ -788,14 +791,13 @@ class SqliteStore(MemoryStore):
         sql, params = self._scope_sql(op.cube_ids, None, op.where, by_id=True)
         hits: list[ScoredId] = []
         for part in _chunks(ranked, max(op.limit + op.limit // 2, 32)):
-            found = {
-                r[0]: r[1]
-                for r in conn.execute(
-                    f"SELECT items.seq, items.id FROM items WHERE items.seq IN ({_in(part)}) "
-                    f"AND items.status != 'deleted' AND {sql}",
-                    [seq for seq, _ in part] + params,
-                )
-            }
+            cur = conn.execute(
+                f"SELECT items.seq, items.id FROM items WHERE items.seq IN ({_in(part)}) "
+                f"AND items.status != 'deleted' AND {sql}",
+                [seq for seq, _ in part] + params,
+            )
+            cur.row_factory = None
+            found = dict(cur.fetchall())
             hits += [ScoredId(score, found[seq]) for seq, score in part if seq in found]
             if len(hits) >= op.limit:
                 return hits[: op.limit]
