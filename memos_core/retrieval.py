@@ -27,9 +27,9 @@ from .text import STOPWORDS, content_of, lexical_overlap, tokenize
 __all__ = ["SEARCH_MODES", "RetrievalConfig", "SearchMode", "check_mode", "hybrid_search"]
 
 #: ``"hybrid"``: both legs, fused (the default: the best recall). ``"lexical"``: the BM25 leg
-#: alone, with the same nudges and de-duplication, and no query embedding, so a search costs
-#: a few milliseconds instead of the embedder's ~10 (docs/BENCHMARKS.md); a query that shares
-#: no word with any memory falls back to the vector leg.
+#: alone, with the same nudges, no query embedding and no vectors read (so repeats are found
+#: by their text alone), so a search costs a few milliseconds instead of the embedder's ~10
+#: (docs/BENCHMARKS.md); a query that shares no word with any memory falls back to the vector leg.
 SearchMode = Literal["hybrid", "lexical"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "lexical")
 
@@ -152,6 +152,13 @@ def _only_asks(item: MemoryItem) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _asks(memory: str) -> bool:
     return content_of(memory).rstrip().endswith(("?", "？"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _said(memory: str) -> str:
+    """What a memory says, for telling repeats apart without vectors: its content, case and
+    spacing aside."""
+    return " ".join(content_of(memory).casefold().split())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -279,8 +286,13 @@ def hybrid_search(
         return []
     # Shared with other searches (never mutated here; hits copy what they hand out).
     items = {i.id: i for i in store.get(ids, cached=True) if i is not None}
-    vectors = store.get_embeddings(ids)
+    # Vectors de-duplicate hits and give exact cosines; a lexical search reads none (a third of
+    # its time) and drops repeated texts alone (_diversify).
+    vectors = store.get_embeddings(ids) if qvec is not None else {}
     named = _query_names(query) if cfg.speaker_weight else frozenset()
+    boosts = boosts or {}
+    per_day = 1.0 / (86400.0 * cfg.recency_half_life_days)
+    usage_unit = 1.0 / math.log1p(100.0)
 
     scored: list[tuple[float, MemoryItem, dict[str, float]]] = []
     for item_id in ids:
@@ -293,33 +305,24 @@ def hybrid_search(
         if exact:
             v_score = float(vectors[item_id] @ qvec)
         relevance = fused_of(item_id, v_score) if exact else relevance_of[item_id]
-        when = item.event_time or item.created_at
-        age_days = max((now - when).total_seconds() / 86400.0, 0.0)
-        recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
-        usage = math.log1p(item.access_count) / math.log1p(100.0)
+        half_lives = max((now - (item.event_time or item.created_at)).total_seconds(), 0.0) * per_day
+        recency = cfg.recency_weight * 0.5**half_lives
+        usage = cfg.usage_weight * min(math.log1p(item.access_count) * usage_unit, 1.0)
         fact = (
             cfg.fact_weight if item.mode == "fine" and any(s.type == "memory" for s in item.sources) else 0.0
         )
-        working = (boosts or {}).get(item_id, 0.0)
+        working = boosts.get(item_id, 0.0)
         speaker = cfg.speaker_weight if named and _said_by(item, named) else 0.0
         question = -cfg.question_weight if cfg.question_weight and _only_asks(item) else 0.0
-        final = (
-            relevance
-            + cfg.recency_weight * recency
-            + cfg.usage_weight * min(usage, 1.0)
-            + fact
-            + working
-            + speaker
-            + question
-        )
+        final = relevance + recency + usage + fact + working + speaker + question
         details = {  # rounded for the hits that are kept (_diversify)
             "bm25": b_score,
             "bm25_rank": float(b_rank),
             "vector": v_score,
             "vector_rank": float(v_rank),
             "fused": relevance,
-            "recency": cfg.recency_weight * recency,
-            "usage": cfg.usage_weight * min(usage, 1.0),
+            "recency": recency,
+            "usage": usage,
             "fact": fact,
             "working": working,
             "speaker": speaker,
@@ -337,7 +340,9 @@ def _diversify(
     top_k: int,
 ) -> list[MemoryHit]:
     """Maximal marginal relevance over the fused list, dropping near-duplicates: a hit whose
-    cosine to a better one reaches ``dedup_threshold`` *and* that says the same words."""
+    cosine to a better one reaches ``dedup_threshold`` *and* that says the same words. A hit
+    without a vector (every hit of a lexical search) is dropped when a better one without a
+    vector says the very same text (case and spacing aside)."""
     # Cosines with the hits chosen so far, one small product per pick: numpy's einsum (its own
     # single-threaded loop), since BLAS spreads even a product this size over threads, which
     # costs milliseconds whenever the other cores are busy.
@@ -348,6 +353,7 @@ def _diversify(
     chosen: list[int] = []
     at_pick: list[float] = []  # each chosen hit's redundancy with the hits chosen before it
     pool = list(range(len(scored)))
+    said: set[str] = set()  # the texts of the chosen hits without a vector
 
     def redundancy(i: int) -> tuple[float, int | None]:
         if not has_vector[i] or not chosen_rows:
@@ -363,6 +369,11 @@ def _diversify(
             values = [cfg.mmr_lambda * scored[i][0] - (1 - cfg.mmr_lambda) * redundancy(i)[0] for i in pool]
             at = int(np.argmax(values))
         i = pool.pop(at)
+        if not has_vector[i]:
+            text = _said(scored[i][1].memory)
+            if text in said:
+                continue
+            said.add(text)
         sim, twin = redundancy(i)
         if (
             twin is not None
@@ -379,7 +390,7 @@ def _diversify(
     out = []
     for i, sim in zip(chosen, at_pick, strict=True):
         score, item, details = scored[i]
-        explained = {k: round(v, 6) for k, v in details.items()}
+        explained = {k: round(v, 6) if v else 0.0 for k, v in details.items()}  # most are 0
         explained["redundancy"], explained["final"] = round(sim, 6), round(score, 6)
         out.append(MemoryHit.from_item(item, score, explained))
     return out

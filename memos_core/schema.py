@@ -99,6 +99,7 @@ class TaskStatus(StrEnum):
 
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def display_url(url: str) -> str:
@@ -344,7 +345,8 @@ class MemoryHit(BaseModel):
     ) -> MemoryHit:
         # Built without validation (a search makes dozens): every field comes from a validated
         # item, and the numbers are made plain floats here.
-        return cls.model_construct(
+        return _trusted(
+            cls,
             id=item.id,
             memory=item.memory,
             score=float(score),
@@ -363,6 +365,25 @@ class MemoryHit(BaseModel):
             version=item.version,
             origin=origin,
         )
+
+
+def _trusted(cls: type[_M], **values: Any) -> _M:
+    """``cls.model_construct(**values)`` given every field of ``cls``, at a fifth of the cost:
+    the model's ``__dict__`` is ``values`` as they are. Falls back to ``model_construct`` for a
+    model this shortcut does not cover (extra fields kept, a post-init hook, a missing field)."""
+    if (
+        cls.__pydantic_post_init__ is not None
+        or cls.__pydantic_root_model__
+        or cls.model_config.get("extra") == "allow"
+        or values.keys() != cls.__pydantic_fields__.keys()
+    ):
+        return cls.model_construct(**values)
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class Task(BaseModel):

@@ -121,6 +121,7 @@ def _reference_diversify(
     """The pairwise loop _diversify replaced (one dot product per pair), kept as its oracle."""
     chosen: list[tuple[float, MemoryItem, dict[str, float]]] = []
     pool = list(scored)
+    said: set[str] = set()
 
     def redundancy(item: MemoryItem) -> tuple[float, MemoryItem | None]:
         v = vectors.get(item.id)
@@ -138,6 +139,11 @@ def _reference_diversify(
             values = [cfg.mmr_lambda * s - (1 - cfg.mmr_lambda) * redundancy(it)[0] for s, it, _ in pool]
             pick = int(np.argmax(values))
         score, item, details = pool.pop(pick)
+        if item.id not in vectors:  # no vector: a repeat of a better vectorless hit's text goes
+            text = " ".join(content_of(item.memory).lower().split())
+            if text in said:
+                continue
+            said.add(text)
         sim, twin = redundancy(item)
         if (
             twin is not None
@@ -173,6 +179,54 @@ def test_diversify_matches_the_pairwise_reference(seed: int) -> None:
         assert [h.id for h in got] == [h.id for h in want]
         for g, w in zip(got, want, strict=True):
             assert g.score_details["redundancy"] == pytest.approx(w.score_details["redundancy"], abs=2e-6)
+
+
+def test_without_vectors_only_the_same_text_is_a_repeat() -> None:
+    texts = ["I keep bees", "i  keep BEES", "I keep goats", "I keep bees and goats", "I KEEP bees "]
+    scored = [
+        (1.0 - i / 10, MemoryItem(id=f"m{i}", cube_id="c", memory=t), {"bm25": 1.0})
+        for i, t in enumerate(texts)
+    ]
+    hits = _diversify(scored, {}, RetrievalConfig(), top_k=10)
+    assert [h.id for h in hits] == ["m0", "m2", "m3"]
+    assert all(h.score_details["redundancy"] == 0.0 for h in hits)
+
+
+def test_a_lexical_search_reads_no_vectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vectors are a third of a lexical search's time; it needs none unless BM25 finds nothing
+    (then it falls back to the vector leg, which reads the cube's matrix, not these)."""
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
+        for i, text in enumerate(FACTS):
+            mem.add_message([{"role": "user", "content": text, "id": f"m{i}"}], user_id="ana")
+        assert mem.search_memory("Lisbon", user_id="ana", mode="hybrid").data.memory_detail_list
+
+        def refuse(ids: Sequence[str]) -> dict[str, np.ndarray]:
+            raise AssertionError("a lexical search read vectors")
+
+        monkeypatch.setattr(mem.store, "get_embeddings", refuse)
+        hits = mem.search_memory("Lisbon", user_id="ana", mode="lexical").data.memory_detail_list
+        assert [content_of(h.memory) for h in hits] == [FACTS[1]]
+        with pytest.raises(AssertionError, match="read vectors"):
+            mem.search_memory("Lisbon", user_id="ana", mode="hybrid")
+
+
+def test_a_hit_is_built_as_model_construct_builds_it() -> None:
+    """MemoryHit.from_item skips model_construct's per-field loop; the hit must not differ."""
+    item = MemoryItem(id="m1", cube_id="c", memory="hello", tags=["t"], info={"a": [1]})
+    hit = MemoryHit.from_item(item, 0.5, {"bm25": 1, "final": 0.5}, origin="shared")
+    fields = {name: getattr(hit, name) for name in MemoryHit.model_fields}
+    reference = MemoryHit.model_construct(**fields)
+    assert hit == reference and hit.model_fields_set == reference.model_fields_set
+    assert hit.model_dump_json() == reference.model_dump_json()
+    assert MemoryHit.model_validate(hit.model_dump()) == hit
+    assert hit.score_details == {"bm25": 1.0, "final": 0.5} and type(hit.score_details["bm25"]) is float
+    copied = hit.model_copy(update={"origin": "memory"})
+    assert (copied.origin, hit.origin) == ("memory", "shared")
+    assert copied.model_fields_set is not hit.model_fields_set
+    hit.info["a"].append(2)
+    assert item.info == {"a": [1]}  # never aliases the (possibly shared) item
+    with pytest.raises(ValueError):
+        hit.score = 1.0  # frozen, as a validated hit is
 
 
 def test_search_drops_a_repeated_memory(tmp_path: Path) -> None:
