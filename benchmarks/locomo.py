@@ -226,8 +226,9 @@ def main() -> None:
         help="a RetrievalConfig knob for ablations, e.g. fusion=rrf or bm25_weight=1 (repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--mode", choices=("hybrid", "lexical"), default="hybrid",
-        help="search_memory's mode: both legs fused (default) or BM25 alone, no query embedding",
+        "--mode", choices=("hybrid", "lexical", "keyword"), default="hybrid",
+        help="search_memory's mode: both legs fused (default), BM25 alone with the nudges and no "
+        "query embedding, or the plain BM25 ranking",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()

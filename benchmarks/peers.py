@@ -7,6 +7,8 @@ Runs the development split of ``../shared/bench/locomo`` through
 * **memos** — ``locomo.run_memos``, the exact recipe of ``benchmarks/locomo.py``;
 * **memos-lexical** — the same ingest, searched with ``mode="lexical"`` (BM25 alone, no query
   embedding) on its own copy of the data folder;
+* **memos-keyword** — the same, with ``mode="keyword"`` (the plain BM25 ranking: no nudges,
+  no de-duplication);
 * **langgraph** — LangGraph's ``InMemoryStore`` with a vector ``index`` (384 dims, MemOS's
   default embedder as its ``embed`` function): one namespace per conversation, one item per
   turn keyed by its ``dia_id`` (each session written with one ``store.batch`` of ``PutOp``s),
@@ -58,9 +60,11 @@ from typing import Any
 
 from locomo import Run, load_scorer, pct, questions, run_memos_modes, session_messages
 
-SYSTEMS = ("memos", "memos-lexical", "langgraph", "mem0")
+SYSTEMS = ("memos", "memos-lexical", "memos-keyword", "langgraph", "mem0")
 #: MemOS's systems and the search mode of each (one ingest serves them all).
-MEMOS_MODES = {"memos": "hybrid", "memos-lexical": "lexical"}
+MEMOS_MODES = {"memos": "hybrid", "memos-lexical": "lexical", "memos-keyword": "keyword"}
+#: Each system's latency is compared with these MemOS systems' (the ratio's key suffix).
+RATIO_BASES = {"": "memos", "_lexical": "memos-lexical", "_keyword": "memos-keyword"}
 METRICS = ("turn_R@1", "turn_R@5", "turn_R@10", "turn_NDCG@10", "session_R@10")
 PACKAGES = (
     "memos-suite", "langgraph", "mem0ai", "qdrant-client", "sentence-transformers", "torch", "onnxruntime",
@@ -341,9 +345,9 @@ def memos_source() -> dict[str, Any]:
 
 
 def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
-    """Each system's latency over MemOS's (``latency_ratio_p50``: hybrid, the default) and over
-    MemOS lexical's (``latency_ratio_lexical_p50``)."""
-    for suffix, base_name in (("", "memos"), ("_lexical", "memos-lexical")):
+    """Each system's latency over MemOS's (``latency_ratio_p50``: hybrid, the default), MemOS
+    lexical's (``latency_ratio_lexical_p50``) and MemOS keyword's (``latency_ratio_keyword_p50``)."""
+    for suffix, base_name in RATIO_BASES.items():
         base = systems.get(base_name, {})
         for result in systems.values():
             for q in ("p50", "p95"):
@@ -351,9 +355,11 @@ def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
                 result[f"latency_ratio{suffix}_{q}"] = round(mine / theirs, 2) if mine and theirs else None
 
 
+LABELS_SHORT = {"memos": "MemOS", "memos-lexical": "MemOS lexical", "memos-keyword": "MemOS keyword"}
 LABELS = {
     "memos": "MemOS (`locomo.run_memos`)",
     "memos-lexical": 'MemOS, `mode="lexical"`',
+    "memos-keyword": 'MemOS, `mode="keyword"`',
     "langgraph": "LangGraph `InMemoryStore` + index",
     "mem0": "mem0 `Memory`, `infer=False`, embedded Qdrant",
 }
@@ -363,10 +369,12 @@ def markdown(summary: dict[str, Any]) -> str:
     def num(value: Any, fmt: str, unit: str) -> str:
         return "—" if value is None else format(value, fmt) + unit
 
+    bases = [s for s, base in RATIO_BASES.items() if base in summary["systems"]]
     lines = [
-        "| system | turn R@1 | R@5 | R@10 | NDCG@10 | session R@10 | ingest | search p50 | p95 "
-        "| p50 / MemOS | p95 / MemOS | p50 / MemOS lexical | p95 / MemOS lexical |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | turn R@1 | R@5 | R@10 | NDCG@10 | session R@10 | ingest | search p50 | p95 | "
+        + " | ".join(f"{q} / {LABELS_SHORT[RATIO_BASES[s]]}" for s in bases for q in ("p50", "p95"))
+        + " |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * (2 * len(bases)),
     ]
     failed = []
     for name, r in summary["systems"].items():
@@ -376,9 +384,8 @@ def markdown(summary: dict[str, Any]) -> str:
         m = r["metrics"]
         cells = [LABELS.get(name, name)] + [f"{m[k]:.3f}" for k in METRICS]
         cells += [f"{r['ingest_seconds']:.1f} s", num(r["search_ms_p50"], ".1f", " ms"),
-                  num(r["search_ms_p95"], ".1f", " ms"), num(r["latency_ratio_p50"], ".2f", "×"),
-                  num(r["latency_ratio_p95"], ".2f", "×"), num(r["latency_ratio_lexical_p50"], ".2f", "×"),
-                  num(r["latency_ratio_lexical_p95"], ".2f", "×")]  # fmt: skip
+                  num(r["search_ms_p95"], ".1f", " ms")]  # fmt: skip
+        cells += [num(r[f"latency_ratio{s}_{q}"], ".2f", "×") for s in bases for q in ("p50", "p95")]
         lines.append("| " + " | ".join(cells) + " |")
     ok = [n for n, r in summary["systems"].items() if r["status"] == "ok"]
     if ok:

@@ -16,8 +16,8 @@ For each size, in a fresh data folder:
 4. ``--adds`` single-message ``MemOS.add_message`` calls (embedding included) and
    ``--queries`` ``MemOS.search_memory`` calls (query embedding, BM25 + vector legs under
    the default scope, fusion, re-scoring), each timed, and each query also with
-   ``mode="lexical"`` (BM25 alone, no query embedding), the two modes' order alternating;
-   the two store legs timed alone too;
+   ``mode="lexical"`` (BM25 alone, no query embedding) and ``mode="keyword"`` (the plain BM25
+   ranking), the three modes' order rotating; the two store legs timed alone too;
 5. reopen: a new process's view (a new store on the folder): vectors read, saved index loaded.
 
 Peak RSS (``resource.getrusage``) is recorded after the searches, before the recall check.
@@ -118,6 +118,17 @@ def exact_top(corpus: Corpus, size: int, queries: np.ndarray, k: int, chunk: int
     return best_i
 
 
+#: search_memory's modes, and the key of each one's timings in the summary.
+MODES = ("hybrid", "lexical", "keyword")
+MODE_KEYS = {"hybrid": "search_ms", "lexical": "search_lexical_ms", "keyword": "search_keyword_ms"}
+
+
+def rotated(i: int) -> tuple[str, ...]:
+    """The modes in the order query ``i`` runs them: rotating, so that no mode always finds
+    another's reads in the caches."""
+    return MODES[i % len(MODES) :] + MODES[: i % len(MODES)]
+
+
 def small_tenant(
     store: Any, mem: Any, corpus: Corpus, size: int, texts: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -138,17 +149,13 @@ def small_tenant(
     ]
     store.batch([PutItems(items, list(corpus.batch(first, first + args.tenant)))])
     mem.search_memory("warm up", user_id=user)
-    timings: dict[str, list[float]] = {"hybrid": [], "lexical": []}
+    timings: dict[str, list[float]] = {mode: [] for mode in MODES}
     for i, q in enumerate(texts[: args.tenant_queries]):
-        for mode in ("hybrid", "lexical") if i % 2 == 0 else ("lexical", "hybrid"):
+        for mode in rotated(i):
             timings[mode].append(
                 timed(lambda q=q, mode=mode: mem.search_memory(q, user_id=user, top_k=10, mode=mode))
             )
-    return {
-        "memories": args.tenant,
-        "search_ms": ms(timings["hybrid"]),
-        "search_lexical_ms": ms(timings["lexical"]),
-    }
+    return {"memories": args.tenant, **{MODE_KEYS[mode]: ms(timings[mode]) for mode in MODES}}
 
 
 def run_size(
@@ -213,24 +220,22 @@ def run_size(
             for i in tqdm(range(args.adds), desc="add", disable=args.no_progress)
         ]
         texts = [query(rng, size) for _ in range(args.queries)]
-        # Each query in both modes (BM25 alone: no query embedding, no vector leg), the order
-        # alternating, so that neither mode always finds the other's reads in the caches.
-        search_ms: list[float] = []
-        lexical_ms: list[float] = []
+        # Each query in every mode (lexical and keyword: BM25 alone, no query embedding).
+        timings: dict[str, list[float]] = {mode: [] for mode in MODES}
         for i, q in enumerate(tqdm(texts, desc="search", disable=args.no_progress)):
-            for mode in ("hybrid", "lexical") if i % 2 == 0 else ("lexical", "hybrid"):
+            for mode in rotated(i):
                 t = time.perf_counter()
                 hits = mem.search_memory(q, user_id=USER, top_k=10, mode=mode)
-                (search_ms if mode == "hybrid" else lexical_ms).append((time.perf_counter() - t) * 1000)
+                timings[mode].append((time.perf_counter() - t) * 1000)
                 assert hits.data.memory_detail_list, f"{mode} search returned nothing for {q!r}"
-        out["search_lexical_ms"] = ms(lexical_ms)
+        out["search_lexical_ms"], out["search_keyword_ms"] = ms(timings["lexical"]), ms(timings["keyword"])
         out["small_tenant"] = small_tenant(store, mem, corpus, size, texts, args)
         # The two store legs alone, as hybrid_search sends them (default scope, 100 each).
         scope = parse_filter({"status": "activated"})
         qvecs = embedder.embed(texts)
         text_ms = [timed(lambda q=q: store.search_text([cube], q, scope, limit=100)) for q in texts]
         vector_ms = [timed(lambda v=v: store.search_vector([cube], v, scope, limit=100)) for v in qvecs]
-        out["add_ms"], out["search_ms"] = ms(add_ms), ms(search_ms)
+        out["add_ms"], out["search_ms"] = ms(add_ms), ms(timings["hybrid"])
         out["text_leg_ms"], out["vector_leg_ms"] = ms(text_ms), ms(vector_ms)
         out["rss_peak_mb"] = round(rss_mb())
 

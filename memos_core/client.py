@@ -326,8 +326,8 @@ class MemOSClient:
         top_k: int = 10,
         mode: SearchMode = "hybrid",
     ) -> Envelope[SearchData]:
-        """Hybrid search over the user's memories (``mode="lexical"``: BM25 alone); see
-        :meth:`MemOS.search_memory`."""
+        """Hybrid search over the user's memories (``mode="lexical"``: BM25 alone;
+        ``"keyword"``: the plain BM25 ranking); see :meth:`MemOS.search_memory`."""
         body = _drop_none(
             query=query,
             user_id=user_id,

@@ -179,7 +179,8 @@ def create_server(
             SearchMode,
             Field(
                 description="'hybrid' (default): keywords and meaning, the best recall; 'lexical': "
-                "keywords only, faster, for queries that name the exact words to find"
+                "keywords only, faster, for queries that name the exact words to find; 'keyword': "
+                "the plain keyword ranking, the fastest"
             ),
         ] = "hybrid",
     ) -> dict[str, Any]:

@@ -738,7 +738,9 @@ class MemOS:
 
         ``mode="lexical"`` searches with BM25 alone (no query embedding: a few milliseconds,
         somewhat lower recall; a query that shares no word with any memory falls back to the
-        vector leg); ``"hybrid"`` (the default) fuses both legs.
+        vector leg); ``"hybrid"`` (the default) fuses both legs; ``"keyword"`` returns the BM25
+        ranking as it is (no nudges or de-duplication: the fastest, lower recall; a query that
+        shares no word with any memory finds nothing).
 
         ``knowledgebase_ids`` and ``cube_ids`` (cubes other users shared) are searched too,
         each checked against the user's grants (PermissionDeniedError otherwise), and merged

@@ -30,8 +30,11 @@ __all__ = ["SEARCH_MODES", "RetrievalConfig", "SearchMode", "check_mode", "hybri
 #: alone, with the same nudges, no query embedding and no vectors read (so repeats are found
 #: by their text alone), so a search costs a few milliseconds instead of the embedder's ~10
 #: (docs/BENCHMARKS.md); a query that shares no word with any memory falls back to the vector leg.
-SearchMode = Literal["hybrid", "lexical"]
-SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "lexical")
+#: ``"keyword"``: the store's BM25 ranking as it is (no nudges, no de-duplication, no vectors):
+#: the fastest, for exact-word lookups and for callers that rerank candidates themselves; a
+#: query that shares no word with any memory finds nothing.
+SearchMode = Literal["hybrid", "lexical", "keyword"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "lexical", "keyword")
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,8 @@ def hybrid_search(
     """Search ``cube_ids`` for ``query`` (already validated) and return explained hits.
     ``boosts``: extra score per id (the working set), shown as ``score_details["working"]``.
     ``mode``: see :data:`SearchMode`."""
-    check_mode(mode)
+    if check_mode(mode) == "keyword":
+        return _keyword_search(store, cube_ids, query, where, top_k=top_k)
     cfg = config or RetrievalConfig()
     if mode == "lexical" and cfg.bm25_weight <= 0:
         raise InvalidInputError("mode='lexical' needs bm25_weight > 0 (it searches with BM25 alone)")
@@ -331,6 +335,22 @@ def hybrid_search(
         scored.append((final, item, details))
     scored.sort(key=lambda s: -s[0])
     return _diversify(scored, vectors, cfg, top_k)
+
+
+def _keyword_search(
+    store: MemoryStore, cube_ids: Sequence[str], query: str, where: Node | None, *, top_k: int
+) -> list[MemoryHit]:
+    """``mode="keyword"``: the store's best ``top_k`` BM25 matches in the scope and filter,
+    in its order; a hit's score is its BM25 score (``score_details``: ``bm25``, ``bm25_rank``)."""
+    ranked = store.batch([TextSearch(cube_ids, query, where, top_k)])[0]
+    items = store.get([h.id for h in ranked], cached=True)  # shared: hits copy what they hand out
+    hits = []
+    for rank, (hit, item) in enumerate(zip(ranked, items, strict=True), start=1):
+        if item is not None and evaluate(where, item):  # else changed since the BM25 read
+            hits.append(
+                MemoryHit.from_item(item, hit.score, {"bm25": round(hit.score, 6), "bm25_rank": rank})
+            )
+    return hits
 
 
 def _diversify(

@@ -378,8 +378,8 @@ class SearchRequest(_Req):
     top_k: int = Field(10, ge=1)
     mode: SearchMode = Field(
         "hybrid",
-        description='"hybrid" (BM25 and vectors fused: the best recall) or "lexical" (BM25 alone, '
-        "no query embedding: faster)",
+        description='"hybrid" (BM25 and vectors fused: the best recall), "lexical" (BM25 alone, '
+        'no query embedding: faster) or "keyword" (the plain BM25 ranking: the fastest)',
     )
 
 

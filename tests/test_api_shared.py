@@ -323,6 +323,8 @@ def search_lexical(api: Api, user: str) -> dict[str, Any]:
     return {
         "lexical": hits(api.search_memory("Octavio locksmith", user_id=user, top_k=3, mode="lexical")),
         "hybrid": hits(api.search_memory("Octavio locksmith", user_id=user, top_k=3, mode="hybrid")),
+        "keyword": hits(api.search_memory("Octavio locksmith", user_id=user, top_k=3, mode="keyword")),
+        "keyword_none": hits(api.search_memory("zzyzx qwv", user_id=user, top_k=3, mode="keyword")),
         # no word in common with any memory: the vector leg answers instead
         "fallback": hits(api.search_memory("zzyzx qwv", user_id=user, top_k=3, mode="lexical")),
     }
@@ -338,6 +340,12 @@ def test_search_lexical_mode(check: Callable[[Scenario], dict[str, Any]], api: A
     assert all(h["details"]["vector_rank"] == 0 for h in out["lexical"])
     assert any(h["details"]["vector_rank"] > 0 for h in out["hybrid"])
     assert out["fallback"] and all(h["details"]["vector_rank"] > 0 for h in out["fallback"])
+    # mode="keyword": the plain BM25 ranking, its scores the BM25 scores; no fallback to vectors
+    assert out["keyword"] and "Octavio" in out["keyword"][0]["memory"]
+    assert [h["details"] for h in out["keyword"]] == [
+        {"bm25": round(h["score"], 6), "bm25_rank": float(rank)} for rank, h in enumerate(out["keyword"], 1)
+    ]
+    assert out["keyword_none"] == []
     bad = failure(lambda: api.search_memory("x", user_id="u-mode", mode="fuzzy"))  # type: ignore[arg-type]
     assert bad["error"] == "InvalidInputError" and "mode" in bad["message"]
     assert bad["code"] == (400 if isinstance(api, MemOS) else 422)

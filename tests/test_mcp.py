@@ -64,7 +64,9 @@ async def _session_run(data_dir: Path, errlog: Path) -> None:
             assert {"content", "messages", "user_id", "conversation_id", "tags", "info"} <= set(add_args)
             assert tools["search_memory"].annotations and tools["search_memory"].annotations.read_only_hint
             search_mode = tools["search_memory"].input_schema["properties"]["mode"]
-            assert search_mode["enum"] == ["hybrid", "lexical"] and search_mode["default"] == "hybrid"
+            assert (
+                search_mode["enum"] == ["hybrid", "lexical", "keyword"] and search_mode["default"] == "hybrid"
+            )
             assert "keywords only" in search_mode["description"]
 
             # add: one message (the --user default), then a conversation turn for another user
@@ -109,6 +111,12 @@ async def _session_run(data_dir: Path, errlog: Path) -> None:
             )["memory_detail_list"]
             assert lexical and "Miso" in lexical[0]["memory"]
             assert all(h["score_details"]["vector_rank"] == 0 for h in lexical)
+            keyword = _data(
+                await session.call_tool(
+                    "search_memory", {"query": "Miso", "user_id": "bob", "mode": "keyword"}
+                )
+            )["memory_detail_list"]
+            assert keyword and set(keyword[0]["score_details"]) == {"bm25", "bm25_rank"}
             fuzzy = await session.call_tool("search_memory", {"query": "Miso", "mode": "fuzzy"})
             assert fuzzy.is_error and "mode" in _text(fuzzy)
 

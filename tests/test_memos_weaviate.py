@@ -85,6 +85,9 @@ def test_facade_round_trip(open_mem: Opener, tmp_path: Path) -> None:
     lexical = mem.search_memory("cello", user_id="u1", mode="lexical").data.memory_detail_list
     assert lexical and "cello" in lexical[0].memory and lexical[0].score_details["vector_rank"] == 0
     assert mem.get_memory(lexical[0].id).data.access_count >= 2  # the reads were written to Weaviate
+    keyword = mem.search_memory("cello", user_id="u1", mode="keyword").data.memory_detail_list
+    assert [h.id for h in keyword] == [h.id for h in lexical]  # one memory holds the word
+    assert keyword[0].score_details == {"bm25": round(keyword[0].score, 6), "bm25_rank": 1.0}
 
     fact = next(h for h in hits if h.memory_type != "feedback")
     updated = mem.update_memory(fact.id, memory="u1 lives in Lyon", user_id="u1").data

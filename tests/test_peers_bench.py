@@ -39,7 +39,7 @@ def test_peers_smoke_runs_every_system(tmp_path: Path) -> None:
 
     assert summary["conversations"] == 1
     assert summary["questions"] == 5
-    assert set(summary["systems"]) == {"memos", "memos-lexical", "langgraph", "mem0"}
+    assert set(summary["systems"]) == {"memos", "memos-lexical", "memos-keyword", "langgraph", "mem0"}
     for name, result in summary["systems"].items():
         assert result["status"] == "ok", (name, result.get("error"))
         assert result["questions"] == 5
@@ -49,12 +49,14 @@ def test_peers_smoke_runs_every_system(tmp_path: Path) -> None:
         assert 0 < result["search_ms_p50"] <= result["search_ms_p95"]
         assert result["latency_ratio_p50"] > 0 and result["latency_ratio_p95"] > 0
         assert result["latency_ratio_lexical_p50"] > 0 and result["latency_ratio_lexical_p95"] > 0
+        assert result["latency_ratio_keyword_p50"] > 0 and result["latency_ratio_keyword_p95"] > 0
         assert result["network_attempts"] == []
     assert summary["systems"]["memos"]["latency_ratio_p50"] == 1.0
     assert summary["systems"]["memos-lexical"]["latency_ratio_lexical_p50"] == 1.0
-    # One ingest serves both MemOS modes; each searched its own copy of it.
-    assert (
-        summary["systems"]["memos-lexical"]["ingest_seconds"] == summary["systems"]["memos"]["ingest_seconds"]
-    )
+    assert summary["systems"]["memos-keyword"]["latency_ratio_keyword_p50"] == 1.0
+    # One ingest serves every MemOS mode; each searched its own copy of it.
+    for mode in ("memos-lexical", "memos-keyword"):
+        assert summary["systems"][mode]["ingest_seconds"] == summary["systems"]["memos"]["ingest_seconds"]
+    assert "p50 / MemOS keyword |" in summary["markdown"]
     assert summary["systems"]["mem0"]["llm_calls"] == 0  # infer=False never reaches the LLM
     assert "| LangGraph" in summary["markdown"] and "| mem0" in summary["markdown"]

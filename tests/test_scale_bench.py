@@ -38,11 +38,18 @@ def test_scale_smoke_runs_every_stage(tmp_path: Path) -> None:
     assert result["index"] == "built"
     assert result["reopen"]["index"] == "loaded"  # saved next to the database, not rebuilt
     assert result["recall_at_10"] >= 0.9
-    for key in ("add_ms", "search_ms", "search_lexical_ms", "text_leg_ms", "vector_leg_ms"):
+    for key in (
+        "add_ms",
+        "search_ms",
+        "search_lexical_ms",
+        "search_keyword_ms",
+        "text_leg_ms",
+        "vector_leg_ms",
+    ):
         assert 0 < result[key]["p50"] <= result[key]["p95"], key
     tenant = result["small_tenant"]
     assert tenant["memories"] == 50
-    for key in ("search_ms", "search_lexical_ms"):
+    for key in ("search_ms", "search_lexical_ms", "search_keyword_ms"):
         assert 0 < tenant[key]["p50"] <= tenant[key]["p95"], key
     assert result["rss_peak_mb"] > 0 and result["index_mb"] >= 0
     assert not list(tmp_path.glob("scale-2000-*"))  # data folders are removed unless --keep

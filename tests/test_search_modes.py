@@ -16,7 +16,7 @@ import pytest
 
 from memos_core import SEARCH_MODES, InvalidInputError, MemoryItem, MemOS, RetrievalConfig
 from memos_core.access import ReadLog
-from memos_core.ports import Op, TouchItems
+from memos_core.ports import Op, TextSearch, TouchItems
 from memos_core.retrieval import _diversify
 from memos_core.schema import MemoryHit
 from memos_core.stores.sqlite import SqliteStore
@@ -75,7 +75,7 @@ def test_hybrid_is_the_default_and_embeds_the_query(counted: tuple[MemOS, Counti
     hits = mem.search_memory("where does my sister live", user_id="ana").data.memory_detail_list
     assert embedder.texts == ["where does my sister live"]
     assert "Lisbon" in hits[0].memory and hits[0].score_details["vector_rank"] >= 1
-    assert SEARCH_MODES == ("hybrid", "lexical")
+    assert SEARCH_MODES == ("hybrid", "lexical", "keyword")
 
 
 def test_lexical_query_sharing_no_word_falls_back_to_vectors(counted: tuple[MemOS, CountingEmbedder]) -> None:
@@ -90,23 +90,77 @@ def test_lexical_query_sharing_no_word_falls_back_to_vectors(counted: tuple[MemO
 @pytest.mark.parametrize("mode", ["fast", "", "LEXICAL", None, 1])
 def test_unknown_search_mode_is_refused(counted: tuple[MemOS, CountingEmbedder], mode: Any) -> None:
     mem, _ = counted
-    with pytest.raises(InvalidInputError, match="mode must be one of hybrid, lexical"):
+    with pytest.raises(InvalidInputError, match="mode must be one of hybrid, lexical, keyword"):
         mem.search_memory("sister", user_id="ana", mode=mode)
 
 
-def test_lexical_search_keeps_scope_and_filters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["lexical", "keyword"])
+def test_lexical_search_keeps_scope_and_filters(tmp_path: Path, mode: Any) -> None:
     with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
         mem.add_message([{"role": "user", "content": "I keep bees"}], user_id="ana", conversation_id="c1")
         mem.add_message([{"role": "user", "content": "I keep goats"}], user_id="ana", conversation_id="c2")
         mem.add_message([{"role": "user", "content": "I keep bees too"}], user_id="bob")
-        got = mem.search_memory("keep", user_id="ana", conversation_id="c2", mode="lexical").data
+        got = mem.search_memory("keep", user_id="ana", conversation_id="c2", mode=mode).data
         assert [content_of(h.memory) for h in got.memory_detail_list] == ["I keep goats"]
         assert all(
             h.cube_id == "user:ana"
-            for h in mem.search_memory("bees", user_id="ana", mode="lexical").data.memory_detail_list
+            for h in mem.search_memory("bees", user_id="ana", mode=mode).data.memory_detail_list
         )
-        tagged = mem.search_memory("keep", user_id="ana", mode="lexical", filter={"conversation_id": "c1"})
+        tagged = mem.search_memory("keep", user_id="ana", mode=mode, filter={"conversation_id": "c1"})
         assert [h.conversation_id for h in tagged.data.memory_detail_list] == ["c1"]
+
+
+# ----------------------------------------------------------------- keyword mode
+
+
+def test_keyword_search_is_the_stores_bm25_ranking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mode="keyword": the store's BM25 order and scores as they are, with no query embedding,
+    no vector read, no nudge (the speaker the query names, a turn that only asks, recency) and no
+    de-duplication; reads are counted as for any search."""
+    embedder = CountingEmbedder()
+    with MemOS(tmp_path / "d", embedder=embedder, scheduler="inline", read_delay=0) as mem:
+        mem.add_message(
+            [
+                {"role": "user", "content": "Where did you buy the red bicycle?", "name": "Ana"},
+                {"role": "assistant", "content": "The red bicycle came from a shop in Porto", "name": "Rui"},
+                {"role": "user", "content": "A red bicycle is what I want", "name": "Ana"},
+            ],
+            user_id="ana",
+        )
+        mem.add_memory("The team meets every Tuesday at nine", user_id="ana")
+        mem.add_memory("The team meets every Tuesday at nine", user_id="ana")
+        monkeypatch.setattr(mem.store, "get_embeddings", lambda ids: pytest.fail("keyword read vectors"))
+        embedder.texts.clear()
+        scope = mem._scope(None)
+        for query in ("What did Ana say about the red bicycle?", "team meets Tuesday"):
+            ranked = mem.store.batch([TextSearch(["user:ana"], query, scope, 10)])[0]
+            hits = mem.search_memory(query, user_id="ana", top_k=10, mode="keyword").data.memory_detail_list
+            assert [(h.id, h.score) for h in hits] == [(r.id, r.score) for r in ranked] and len(hits) >= 2
+            assert [h.score_details for h in hits] == [
+                {"bm25": round(r.score, 6), "bm25_rank": float(rank)} for rank, r in enumerate(ranked, 1)
+            ]
+            lexical = mem.search_memory(
+                query, user_id="ana", top_k=10, mode="lexical"
+            ).data.memory_detail_list
+            assert [h.id for h in lexical] != [h.id for h in hits]  # the nudges or de-duplication differ
+        assert embedder.texts == []
+        assert len({h.memory for h in hits}) == 1  # the repeated memory twice: no de-duplication
+        assert all(mem.get_memory(h.id, user_id="ana").data.access_count >= 1 for h in hits)
+        assert mem.search_memory("zzyzx qwrtp", user_id="ana", mode="keyword").data.memory_detail_list == []
+        assert embedder.texts == []  # no fallback to the vector leg
+
+
+def test_keyword_search_labels_shared_cubes(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
+        mem.add_memory("Falcons nest on cliffs", user_id="ana")
+        mem.add_memory("Falcons dive at great speed", user_id="bob")
+        cube = "user:bob"
+        mem.share_cube(cube, "ana", "read", user_id="bob")
+        hits = mem.search_memory("falcons", user_id="ana", cube_ids=[cube], mode="keyword").data
+        assert sorted((h.origin, h.cube_id) for h in hits.memory_detail_list) == [
+            ("memory", "user:ana"),
+            ("shared", cube),
+        ]
 
 
 # ----------------------------------------------------------------- de-duplication (MMR)
@@ -233,7 +287,7 @@ def test_search_drops_a_repeated_memory(tmp_path: Path) -> None:
     with MemOS(tmp_path / "d", embedder=HashEmbedder(), scheduler="inline") as mem:
         for _ in range(2):
             mem.add_memory("The team meets every Tuesday at nine", user_id="ana")
-        for mode in SEARCH_MODES:
+        for mode in ("hybrid", "lexical"):  # "keyword" keeps the store's ranking as it is
             hits = mem.search_memory(
                 "when does the team meet", user_id="ana", mode=mode
             ).data.memory_detail_list

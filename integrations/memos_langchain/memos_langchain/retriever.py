@@ -43,7 +43,8 @@ class MemosRetriever(BaseRetriever):
     """Search one user's memories (narrowed to a conversation or agent, filtered, plus any
     knowledge bases) and return ``Document``s, best first. ``mode="lexical"`` searches with
     BM25 alone (no query embedding: faster, slightly lower recall than the default
-    ``"hybrid"``).
+    ``"hybrid"``); ``"keyword"`` returns the plain BM25 ranking (the fastest, e.g. as
+    candidates for your own reranker).
 
     Example:
         >>> retriever = MemosRetriever(memos=mem, user_id="u1", top_k=5)

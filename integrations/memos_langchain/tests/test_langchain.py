@@ -72,6 +72,12 @@ def test_retriever_lexical_mode(mem: MemOS) -> None:
     hybrid = MemosRetriever(memos=mem, user_id="u1").invoke("cello")
     assert len(hybrid) > len(docs) and hybrid[0].id == docs[0].id
     assert hybrid[0].metadata["score_details"]["vector_rank"] > 0
+    keyword = MemosRetriever(memos=mem, user_id="u1", mode="keyword").invoke("cello")
+    assert [d.id for d in keyword] == [d.id for d in docs]
+    assert keyword[0].metadata["score_details"] == {
+        "bm25": keyword[0].metadata["score_details"]["bm25"],
+        "bm25_rank": 1,
+    }
     with pytest.raises(ValidationError, match="mode"):
         MemosRetriever(memos=mem, user_id="u1", mode="vector")  # type: ignore[arg-type]
 

@@ -68,8 +68,9 @@ class MemosRetriever(BaseRetriever):
         top_k: how many memories to return.
         knowledgebase_ids: knowledge bases searched too (merged by score; ``origin`` says
             which hits came from them).
-        mode: ``"hybrid"`` (the default) or ``"lexical"``: BM25 alone, no query embedding
-            (faster, slightly lower recall).
+        mode: ``"hybrid"`` (the default), ``"lexical"``: BM25 alone, no query embedding
+            (faster, slightly lower recall), or ``"keyword"``: the plain BM25 ranking (the
+            fastest, e.g. as candidates for your own reranker).
         callback_manager / verbose: as for any LlamaIndex retriever.
 
     Example:

@@ -137,6 +137,9 @@ def test_retriever_lexical_mode(mem: MemOS) -> None:
     hybrid = MemosRetriever(mem, user_id="u1").retrieve("cello")
     assert len(hybrid) > len(nodes) and hybrid[0].node.node_id == nodes[0].node.node_id
     assert hybrid[0].node.metadata["score_details"]["vector_rank"] > 0
+    keyword = MemosRetriever(mem, user_id="u1", mode="keyword").retrieve("cello")
+    assert [n.node.node_id for n in keyword] == [n.node.node_id for n in nodes]
+    assert set(keyword[0].node.metadata["score_details"]) == {"bm25", "bm25_rank"}
     with pytest.raises(InvalidInputError, match="mode"):
         MemosRetriever(mem, user_id="u1", mode="vector")  # type: ignore[arg-type]
 
