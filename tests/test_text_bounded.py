@@ -262,3 +262,28 @@ def test_a_selective_filter_on_a_ranked_scope_finds_what_the_join_finds(tmp_path
     assert [h.id for h in hits] == [q.id for q in quiet[1:6]]
     assert [(h.id, round(h.score, 9)) for h in hits] == [(h.id, round(h.score, 9)) for h in joined]
     s.close()
+
+
+def test_tied_matches_are_paged_without_overlap_or_gaps(tmp_path: Path) -> None:
+    """The ranked head is asked for a page at a time; 200 matches with one and the same score
+    span several pages, the first of them failing the filter: the later pages are asked for,
+    and none overlaps or skips (ties go by rowid, the older first)."""
+    s = SqliteStore.from_path(tmp_path)
+    s.setup()
+    items = [
+        MemoryItem(
+            cube_id=CUBE,
+            memory="pear tart",
+            conversation_id=f"c{int(i >= 150)}",
+            created_at=T0,
+            updated_at=T0,
+        )
+        for i in range(200)
+    ]
+    s.put(items)
+    where = parse_filter({"conversation_id": "c1"})
+    for limit in (40, 50, 60):  # pages of 80 (all c0), then 320; of 100, then 400; of 120
+        hits = s.search_text([CUBE], "pear", where, limit=limit)
+        assert len({h.score for h in hits}) == 1
+        assert [h.id for h in hits] == [i.id for i in items[150 : 150 + limit]]
+    s.close()

@@ -765,15 +765,27 @@ class SqliteStore(MemoryStore):
         With ``scope``, FTS5 ranks the matches on its own and only the head is checked against
         the filter (by key, a chunk at a time): the matches are the scope's, so nearly all of
         the head passes, and joining every match to its row before ranking cost ~1 µs a match
-        (0.4 ms of a LoCoMo search). Without, the matches are every cube's: joined."""
+        (0.4 ms of a LoCoMo search). Only the head is asked for (twice the limit; FTS5 scores
+        every match either way, but keeps the best in a bounded sort and hands over no more):
+        should the filter drop too many of it, the next ranks are asked for, four times as many
+        each time (ties ordered by rowid, so the pages neither overlap nor skip). Without
+        ``scope``, the matches are every cube's: joined."""
         match = _any_word(terms)
         if scope is not None:
-            cur = conn.execute(
-                f"SELECT rowid, -{_BM25} AS score FROM items_fts WHERE items_fts MATCH ? ORDER BY score DESC",
-                (f"{scope} AND ({match})",),
+            ranked_sql = (
+                f"SELECT rowid, -{_BM25} AS score FROM items_fts WHERE items_fts MATCH ? "
+                "ORDER BY score DESC, rowid LIMIT ? OFFSET ?"
             )
-            cur.row_factory = None  # plain tuples: hundreds of rows
-            return self._kept(conn, op, cur.fetchall())
+            hits: list[ScoredId] = []
+            offset, size = 0, max(2 * op.limit, 64)
+            while True:
+                cur = conn.execute(ranked_sql, (f"{scope} AND ({match})", size, offset))
+                cur.row_factory = None  # plain tuples: hundreds of rows
+                page = cur.fetchall()
+                hits += self._kept(conn, op, page)
+                if len(hits) >= op.limit or len(page) < size:
+                    return hits[: op.limit]
+                offset, size = offset + size, size * 4
         sql, params = self._scope_sql(op.cube_ids, None, op.where)
         rows = conn.execute(
             f"SELECT items.id AS id, {_BM25} AS rank FROM items_fts "
