@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .filters import Node
+from .filters import Node, evaluate
 from .schema import MemoryItem, Task
 
 __all__ = [
@@ -248,6 +248,16 @@ class MemoryStore:
     ) -> list[ScoredId]:
         result: list[ScoredId] = self.batch([TextSearch(cube_ids, query, where, limit)])[0]
         return result
+
+    def search_text_items(
+        self, cube_ids: Sequence[str], query: str, where: Node | None = None, *, limit: int = 10
+    ) -> list[tuple[ScoredId, MemoryItem]]:
+        """:meth:`search_text` with each hit's item (``get(cached=True)``: shared, never to be
+        mutated). Here the items are read after the search and a hit whose item no longer
+        matches (changed in between) is dropped; a store with transactions reads both at once."""
+        hits = self.search_text(cube_ids, query, where, limit=limit)
+        items = self.get([h.id for h in hits], cached=True)
+        return [(h, i) for h, i in zip(hits, items, strict=True) if i is not None and evaluate(where, i)]
 
     def search_vector(
         self, cube_ids: Sequence[str], vector: np.ndarray, where: Node | None = None, *, limit: int = 10

@@ -342,15 +342,12 @@ def _keyword_search(
 ) -> list[MemoryHit]:
     """``mode="keyword"``: the store's best ``top_k`` BM25 matches in the scope and filter,
     in its order; a hit's score is its BM25 score (``score_details``: ``bm25``, ``bm25_rank``)."""
-    ranked = store.batch([TextSearch(cube_ids, query, where, top_k)])[0]
-    items = store.get([h.id for h in ranked], cached=True)  # shared: hits copy what they hand out
-    hits = []
-    for rank, (hit, item) in enumerate(zip(ranked, items, strict=True), start=1):
-        if item is not None and evaluate(where, item):  # else changed since the BM25 read
-            hits.append(
-                MemoryHit.from_item(item, hit.score, {"bm25": round(hit.score, 6), "bm25_rank": rank})
-            )
-    return hits
+    # The items are shared (cached): the hits copy what they hand out.
+    ranked = store.search_text_items(cube_ids, query, where, limit=top_k)
+    return [
+        MemoryHit.from_item(item, hit.score, {"bm25": round(hit.score, 6), "bm25_rank": rank})
+        for rank, (hit, item) in enumerate(ranked, start=1)
+    ]
 
 
 def _diversify(

@@ -205,6 +205,26 @@ class MemoryStoreConformance:
         assert texts[0] == "cats and more cats, a cat house"
         assert hits[0].score >= hits[1].score
 
+    def test_text_search_with_items(self, store: MemoryStore) -> None:
+        """search_text_items: the same hits as search_text, in order, each with its item."""
+        put(
+            store,
+            item("the cat sat on the mat", tags=["a"]),
+            item("cats and more cats, a cat house", tags=["a"]),
+            item("cat in another cube", cube="cube-b"),
+            item("cat filtered out", tags=["b"]),
+        )
+        where = parse_filter({"tags": "a"})
+        found = store.search_text_items(["cube-a"], "cat", where, limit=10)
+        plain = store.search_text(["cube-a"], "cat", where, limit=10)
+        assert [(h.id, h.score) for h, _ in found] == [(h.id, h.score) for h in plain]
+        assert [(h.id, i.memory) for h, i in found] == [
+            (h.id, store.get([h.id])[0].memory)  # type: ignore[union-attr]
+            for h, _ in found
+        ]
+        assert len(found) == 2 and all(i.tags == ["a"] for _, i in found)
+        assert store.search_text_items(["cube-a"], "dog", limit=10) == []
+
     def test_text_search_handles_chinese(self, store: MemoryStore) -> None:
         """CJK text is segmented (jieba): a Chinese query finds Chinese memories by word."""
         a, _ = put(store, item("下周三在上海给客户做季度汇报"), item("我对花生过敏"))

@@ -824,6 +824,19 @@ class SqliteStore(MemoryStore):
                 [format_time(op.at), *ids],
             )
 
+    def search_text_items(
+        self, cube_ids: Sequence[str], query: str, where: F.Node | None = None, *, limit: int = 10
+    ) -> list[tuple[ScoredId, MemoryItem]]:
+        """The search and its items in one read transaction: every item is as the search saw it."""
+        op = TextSearch(cube_ids, query, where, limit)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[ScoredId, MemoryItem]]:
+            hits = self._text_search(conn, op)
+            items = self._get(conn, [h.id for h in hits], cached=True)
+            return [(h, i) for h, i in zip(hits, items, strict=True) if i is not None]
+
+        return self._run(read, write=False)
+
     def get_embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         def read(conn: sqlite3.Connection) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
