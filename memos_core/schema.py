@@ -368,9 +368,10 @@ class MemoryHit(BaseModel):
 
 
 def _trusted(cls: type[_M], **values: Any) -> _M:
-    """``cls.model_construct(**values)`` given every field of ``cls``, at a fifth of the cost:
-    the model's ``__dict__`` is ``values`` as they are. Falls back to ``model_construct`` for a
-    model this shortcut does not cover (extra fields kept, a post-init hook, a missing field)."""
+    """``cls.model_construct(**values)`` given every field of ``cls``, without its walk over
+    every field and alias (2.5 µs against 4.3 µs for a hit): the model's ``__dict__`` is
+    ``values`` as they are. Falls back to ``model_construct`` for a model this shortcut does not
+    cover (extra fields kept, a post-init hook, a missing field)."""
     if (
         cls.__pydantic_post_init__ is not None
         or cls.__pydantic_root_model__
