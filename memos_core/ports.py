@@ -254,10 +254,16 @@ class MemoryStore:
     ) -> list[tuple[ScoredId, MemoryItem]]:
         """:meth:`search_text` with each hit's item (``get(cached=True)``: shared, never to be
         mutated). Here the items are read after the search and a hit whose item no longer
-        matches (changed in between) is dropped; a store with transactions reads both at once."""
-        hits = self.search_text(cube_ids, query, where, limit=limit)
-        items = self.get([h.id for h in hits], cached=True)
-        return [(h, i) for h, i in zip(hits, items, strict=True) if i is not None and evaluate(where, i)]
+        matches (changed in between) is dropped, then more are asked for until ``limit`` are
+        kept or the matches run out; a store with transactions reads both at once."""
+        want = limit
+        while True:
+            hits = self.search_text(cube_ids, query, where, limit=want)
+            items = self.get([h.id for h in hits], cached=True)
+            kept = [(h, i) for h, i in zip(hits, items, strict=True) if i is not None and evaluate(where, i)]
+            if len(kept) >= limit or len(hits) < want:
+                return kept[:limit]
+            want *= 2
 
     def search_vector(
         self, cube_ids: Sequence[str], vector: np.ndarray, where: Node | None = None, *, limit: int = 10

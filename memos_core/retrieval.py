@@ -159,9 +159,9 @@ def _asks(memory: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _said(memory: str) -> str:
-    """What a memory says, for telling repeats apart without vectors: its content, case and
-    spacing aside."""
-    return " ".join(content_of(memory).casefold().split())
+    """A memory's whole text, case and spacing aside, for telling repeats apart without vectors:
+    speaker and time included, so two people saying the same words are not one memory."""
+    return " ".join(memory.casefold().split())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -359,7 +359,7 @@ def _diversify(
     """Maximal marginal relevance over the fused list, dropping near-duplicates: a hit whose
     cosine to a better one reaches ``dedup_threshold`` *and* that says the same words. A hit
     without a vector (every hit of a lexical search) is dropped when a better one without a
-    vector says the very same text (case and spacing aside)."""
+    vector has the very same text, speaker and time included (case and spacing aside)."""
     # Cosines with the hits chosen so far, one small product per pick: numpy's einsum (its own
     # single-threaded loop), since BLAS spreads even a product this size over threads, which
     # costs milliseconds whenever the other cores are busy.

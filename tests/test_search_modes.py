@@ -194,7 +194,7 @@ def _reference_diversify(
             pick = int(np.argmax(values))
         score, item, details = pool.pop(pick)
         if item.id not in vectors:  # no vector: a repeat of a better vectorless hit's text goes
-            text = " ".join(content_of(item.memory).lower().split())
+            text = " ".join(item.memory.lower().split())
             if text in said:
                 continue
             said.add(text)
@@ -244,6 +244,15 @@ def test_without_vectors_only_the_same_text_is_a_repeat() -> None:
     hits = _diversify(scored, {}, RetrievalConfig(), top_k=10)
     assert [h.id for h in hits] == ["m0", "m2", "m3"]
     assert all(h.score_details["redundancy"] == 0.0 for h in hits)
+    # Two people saying the same words, or one on two days, are two memories.
+    said = [
+        "Ana (1:00 pm on 8 May, 2023): I am allergic to peanuts",
+        "Rui (1:00 pm on 8 May, 2023): I am allergic to peanuts",
+        "Ana (3:00 pm on 9 June, 2023): I am allergic to peanuts",
+        "ana (1:00 pm on 8 May, 2023):  I am allergic to PEANUTS",
+    ]
+    scored = [(1.0 - i / 10, MemoryItem(id=f"s{i}", cube_id="c", memory=t), {}) for i, t in enumerate(said)]
+    assert [h.id for h in _diversify(scored, {}, RetrievalConfig(), top_k=10)] == ["s0", "s1", "s2"]
 
 
 def test_a_lexical_search_reads_no_vectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from memos_core import MemoryStore, SqliteStore, StoreError
+from memos_core import MemoryItem, MemoryStore, SqliteStore, StoreError
 from memos_core.stores._sqlite_schema import SCHEMA_VERSION
 
 from .store_conformance import MemoryStoreConformance
@@ -139,3 +139,28 @@ def test_change_log_is_pruned_and_lagging_readers_reload(
     assert len(reader.search_vector(["cube-a"], q, limit=50)) == 21
     reader.close()
     writer.close()
+
+
+def test_search_text_items_without_a_transaction_fills_its_limit(tmp_path: Path) -> None:
+    """The base class reads the items after the search: hits whose items changed in between are
+    dropped and more are asked for, so the caller still gets ``limit`` when there are enough."""
+
+    class Untransacted(SqliteStore):
+        search_text_items = MemoryStore.search_text_items
+        gone: frozenset[str] = frozenset()
+
+        def get(self, ids: Sequence[str], *, cached: bool = False) -> list[MemoryItem | None]:
+            items = super().get(ids, cached=cached)
+            return [None if i in self.gone else it for i, it in zip(ids, items, strict=True)]
+
+    store = Untransacted.from_path(tmp_path)
+    store.setup()
+    items = [MemoryItem(cube_id="c", memory=f"pear {'tart ' * i}") for i in range(30)]
+    store.put(items)
+    best = store.search_text(["c"], "pear", limit=30)
+    store.gone = frozenset(h.id for h in best[:8])  # the 8 best "changed" between search and read
+    found = store.search_text_items(["c"], "pear", limit=5)
+    assert [h.id for h, _ in found] == [h.id for h in best[8:13]]
+    assert [i.id for _, i in found] == [h.id for h, _ in found]
+    assert len(store.search_text_items(["c"], "pear", limit=25)) == 22  # all that are left
+    store.close()
