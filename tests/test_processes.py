@@ -113,8 +113,19 @@ def ids_of(resp) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_sigkill_mid_batch_loses_no_acknowledged_add(tmp_path: Path, real_embedder) -> None:  # type: ignore[no-untyped-def]
     """Kill -9 a writer while it adds (its fine-stage thread running too): every add that
-    returned is there after reopening, and the unfinished tasks resume and complete."""
-    folder = tmp_path / "data"
+    returned is there after reopening, and the unfinished tasks resume and complete. The test
+    means something only if the kill left tasks unfinished; when the fine stage kept up with
+    the adds (it can, on a busy machine, where the adds' embedding slows down and its rules do
+    not), the kill is tried again in a fresh folder, up to three times."""
+    resumed: list[int] = []  # tasks each kill left unfinished
+    while len(resumed) < 3 and not any(resumed):
+        resumed.append(_kill_mid_batch(tmp_path / f"data-{len(resumed)}", real_embedder))
+    assert any(resumed), f"the writer finished every task before each of {len(resumed)} kills"
+
+
+def _kill_mid_batch(folder: Path, real_embedder) -> int:  # type: ignore[no-untyped-def]
+    """One writer killed after 60 acknowledged adds; checks every acknowledged add and task
+    after reopening, and returns how many tasks the kill left unfinished (all resumed)."""
     MemOS(folder, embedder=real_embedder, scheduler="off").close()
     proc = _spawn(folder, "k", 100_000, scheduler="thread", lease=1.0)
     assert proc.stdin is not None and proc.stdout is not None
@@ -145,5 +156,4 @@ def test_sigkill_mid_batch_loses_no_acknowledged_add(tmp_path: Path, real_embedd
         for r in acked:
             assert mem.get_task_status(r["task"]).data[0].status == TaskStatus.COMPLETED
         assert mem.store.pending_tasks() == 0  # type: ignore[attr-defined]
-        # the test is only meaningful if the kill left work behind
-        assert unfinished, "the writer finished every task before the kill; nothing was resumed"
+    return len(unfinished)
