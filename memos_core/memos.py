@@ -791,7 +791,8 @@ class MemOS:
             where,
             top_k=top_k,
             config=self.retrieval,
-            boosts=self._working_boosts(own, conversation_id),
+            # keyword search ranks by BM25 alone: the working set (a record read) is not needed
+            boosts=None if mode == "keyword" else self._working_boosts(own, conversation_id),
             mode=mode,
         )
         hits = [

@@ -290,8 +290,8 @@ def hybrid_search(
         return []
     # Shared with other searches (never mutated here; hits copy what they hand out).
     items = {i.id: i for i in store.get(ids, cached=True) if i is not None}
-    # Vectors de-duplicate hits and give exact cosines; a lexical search reads none (a third of
-    # its time) and drops repeated texts alone (_diversify).
+    # Vectors de-duplicate hits and give exact cosines; a lexical search reads none (~0.5 ms of
+    # its 4.5 on LoCoMo, with the per-pick products) and drops repeated texts alone (_diversify).
     vectors = store.get_embeddings(ids) if qvec is not None else {}
     named = _query_names(query) if cfg.speaker_weight else frozenset()
     boosts = boosts or {}
